@@ -1,0 +1,200 @@
+"""The facts the cache records: one msgspec Struct per event type, in one tagged union.
+
+Every event is something one account saw (its view of a pubsub service, as in Libervia) or an
+operator command. Rules that keep stored events decoding forever (see tests/golden):
+
+- tags (``tag=``) are explicit and never change, whatever the class is called;
+- a new field always has a default, and a field's type never changes;
+- ``v`` is the schema version of the struct that wrote the event; it is always encoded.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+#: Where a fact came from: a pubsub notification, a page fetched by a sync or a live read,
+#: or a command (operator, query library).
+Source = Literal["notification", "fetch", "command"]
+
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1, max_length=3071)]
+"""A JID, node name or item id: non-empty, within XMPP's 3071-byte limit for a JID."""
+
+AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+"""A timezone-aware timestamp; naive datetimes are refused."""
+
+SyncState = Literal["NONE", "IN_PROGRESS", "COMPLETED", "PARTIAL", "ERROR"]
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Fields every event carries."""
+
+    v: int = 1
+    account: NonEmpty
+    """The bare JID whose view of pubsub this is."""
+    observed_at: AwareDatetime
+    source: Source = "notification"
+
+
+class NodeEvent(Event, kw_only=True):
+    """An event about one node of one pubsub service (or PEP account)."""
+
+    service: NonEmpty
+    node: NonEmpty
+
+
+class Item(msgspec.Struct, frozen=True, kw_only=True):
+    """One item as the server sent it."""
+
+    id: NonEmpty
+    publisher: str | None = None
+    payload: str | None = None
+    """The item's payload element serialised as XML; ``None`` for a notify-only item."""
+    delay: AwareDatetime | None = None
+    """The XEP-0203 ``<delay>`` stamp of the message, when there was one."""
+
+
+class ItemsPublished(NodeEvent, tag="items-published", kw_only=True):
+    """Items were published (or re-published) to the node."""
+
+    items: Annotated[list[Item], msgspec.Meta(min_length=1)]
+
+
+class ItemsRetracted(NodeEvent, tag="items-retracted", kw_only=True):
+    """Items were retracted (deleted) from the node."""
+
+    item_ids: Annotated[list[NonEmpty], msgspec.Meta(min_length=1)]
+
+
+class NodePurged(NodeEvent, tag="node-purged", kw_only=True):
+    """Every item of the node was removed."""
+
+
+class NodeDeleted(NodeEvent, tag="node-deleted", kw_only=True):
+    """The node was deleted, possibly pointing at a replacement."""
+
+    redirect: str | None = None
+
+
+class NodeConfigured(NodeEvent, tag="node-configured", kw_only=True):
+    """The node's configuration changed; ``form`` holds the data form fields when sent."""
+
+    form: dict[str, list[str]] | None = None
+
+
+class SubscriptionChanged(NodeEvent, tag="subscription-changed", kw_only=True):
+    """The account's subscription to the node changed."""
+
+    jid: NonEmpty
+    subscription: Literal["none", "pending", "subscribed", "unconfigured"]
+    subid: str | None = None
+
+
+class SyncRequested(NodeEvent, tag="sync-requested", kw_only=True):
+    """Someone (an operator, the query library) asked for the node to be synchronised."""
+
+    source: Source = "command"
+    reason: str | None = None
+
+
+class SyncStarted(NodeEvent, tag="sync-started", kw_only=True):
+    """A full synchronisation of the node began; ``sync_id`` ties its pages together."""
+
+    source: Source = "fetch"
+    sync_id: NonEmpty
+
+
+class SyncPageFetched(NodeEvent, tag="sync-page", kw_only=True):
+    """One page of a synchronisation arrived."""
+
+    source: Source = "fetch"
+    sync_id: NonEmpty
+    items: list[Item]
+    page: int = 0
+
+
+class SyncCompleted(NodeEvent, tag="sync-completed", kw_only=True):
+    """A synchronisation ended; ``complete`` is false when not every item could be fetched."""
+
+    source: Source = "fetch"
+    sync_id: NonEmpty
+    complete: bool
+    item_count: int
+    reason: str | None = None
+    """Why the sync is partial (no RSM, server cap, limit), when it is."""
+
+
+class SyncFailed(NodeEvent, tag="sync-failed", kw_only=True):
+    """A synchronisation could not be carried out."""
+
+    source: Source = "fetch"
+    sync_id: NonEmpty
+    error: str
+    condition: str | None = None
+    """The XMPP error condition (``item-not-found``, ``forbidden``, ...) when there was one."""
+
+
+class NotificationRejected(NodeEvent, tag="notification-rejected", kw_only=True):
+    """A notification was refused because its sender may not speak for the node (invariant 7).
+
+    ``service`` is the JID the message came from, ``node`` the node it named. Kept in the log so
+    that rejections are auditable and counted; the read model is never changed by it.
+    """
+
+    reason: str
+
+
+class CachePurged(Event, tag="cache-purged", kw_only=True):
+    """Operator command: forget cached items matching every given filter (``None`` = any)."""
+
+    source: Source = "command"
+    service: str | None = None
+    node: str | None = None
+    node_type: str | None = None
+    older_than: AwareDatetime | None = None
+
+
+class CacheReset(Event, tag="cache-reset", kw_only=True):
+    """Operator command: forget nodes (items and sync state) matching the filters."""
+
+    source: Source = "command"
+    service: str | None = None
+    node: str | None = None
+
+
+AnyEvent = (
+    ItemsPublished
+    | ItemsRetracted
+    | NodePurged
+    | NodeDeleted
+    | NodeConfigured
+    | SubscriptionChanged
+    | SyncRequested
+    | SyncStarted
+    | SyncPageFetched
+    | SyncCompleted
+    | SyncFailed
+    | NotificationRejected
+    | CachePurged
+    | CacheReset
+)
+"""Every event type the log may hold."""
+
+EVENT_TYPES: tuple[type[Event], ...] = AnyEvent.__args__  # type: ignore[attr-defined]
+
+
+def event_tag(event: Event) -> str:
+    """The stable tag of ``event``'s type, as stored in the log's ``type`` column."""
+    tag = type(event).__struct_config__.tag
+    assert isinstance(tag, str)
+    return tag
+
+
+def event_scope(event: Event) -> tuple[str, str]:
+    """The (service, node) the event speaks for; ``""`` for commands spanning nodes."""
+    if isinstance(event, NodeEvent):
+        return event.service, event.node
+    service = getattr(event, "service", None) or ""
+    node = getattr(event, "node", None) or ""
+    return service, node
