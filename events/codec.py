@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import msgspec
-
 from pubsub_cache.errors import PubsubCacheError
 
 from .types import AnyEvent, Event, event_tag
@@ -33,9 +32,9 @@ class UndecodableEvent(PubsubCacheError):
 
 
 _msgpack_encoder = msgspec.msgpack.Encoder()
-_msgpack_decoder = msgspec.msgpack.Decoder(AnyEvent)
+_msgpack_decoder: msgspec.msgpack.Decoder[AnyEvent] = msgspec.msgpack.Decoder(AnyEvent)
 _json_encoder = msgspec.json.Encoder()
-_json_decoder = msgspec.json.Decoder(AnyEvent)
+_json_decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
 
 
 def encode(event: Event) -> bytes:

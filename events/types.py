@@ -10,6 +10,7 @@ operator command. Rules that keep stored events decoding forever (see tests/gold
 
 from __future__ import annotations
 
+import typing
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -27,6 +28,7 @@ AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 
 SyncState = Literal["NONE", "IN_PROGRESS", "COMPLETED", "PARTIAL", "ERROR"]
 
+
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     """Fields every event carries."""
 
@@ -37,7 +39,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     source: Source = "notification"
 
 
-class NodeEvent(Event, kw_only=True):
+class NodeEvent(Event, frozen=True, kw_only=True):
     """An event about one node of one pubsub service (or PEP account)."""
 
     service: NonEmpty
@@ -55,35 +57,35 @@ class Item(msgspec.Struct, frozen=True, kw_only=True):
     """The XEP-0203 ``<delay>`` stamp of the message, when there was one."""
 
 
-class ItemsPublished(NodeEvent, tag="items-published", kw_only=True):
+class ItemsPublished(NodeEvent, tag="items-published", frozen=True, kw_only=True):
     """Items were published (or re-published) to the node."""
 
     items: Annotated[list[Item], msgspec.Meta(min_length=1)]
 
 
-class ItemsRetracted(NodeEvent, tag="items-retracted", kw_only=True):
+class ItemsRetracted(NodeEvent, tag="items-retracted", frozen=True, kw_only=True):
     """Items were retracted (deleted) from the node."""
 
     item_ids: Annotated[list[NonEmpty], msgspec.Meta(min_length=1)]
 
 
-class NodePurged(NodeEvent, tag="node-purged", kw_only=True):
+class NodePurged(NodeEvent, tag="node-purged", frozen=True, kw_only=True):
     """Every item of the node was removed."""
 
 
-class NodeDeleted(NodeEvent, tag="node-deleted", kw_only=True):
+class NodeDeleted(NodeEvent, tag="node-deleted", frozen=True, kw_only=True):
     """The node was deleted, possibly pointing at a replacement."""
 
     redirect: str | None = None
 
 
-class NodeConfigured(NodeEvent, tag="node-configured", kw_only=True):
+class NodeConfigured(NodeEvent, tag="node-configured", frozen=True, kw_only=True):
     """The node's configuration changed; ``form`` holds the data form fields when sent."""
 
     form: dict[str, list[str]] | None = None
 
 
-class SubscriptionChanged(NodeEvent, tag="subscription-changed", kw_only=True):
+class SubscriptionChanged(NodeEvent, tag="subscription-changed", frozen=True, kw_only=True):
     """The account's subscription to the node changed."""
 
     jid: NonEmpty
@@ -91,21 +93,21 @@ class SubscriptionChanged(NodeEvent, tag="subscription-changed", kw_only=True):
     subid: str | None = None
 
 
-class SyncRequested(NodeEvent, tag="sync-requested", kw_only=True):
+class SyncRequested(NodeEvent, tag="sync-requested", frozen=True, kw_only=True):
     """Someone (an operator, the query library) asked for the node to be synchronised."""
 
     source: Source = "command"
     reason: str | None = None
 
 
-class SyncStarted(NodeEvent, tag="sync-started", kw_only=True):
+class SyncStarted(NodeEvent, tag="sync-started", frozen=True, kw_only=True):
     """A full synchronisation of the node began; ``sync_id`` ties its pages together."""
 
     source: Source = "fetch"
     sync_id: NonEmpty
 
 
-class SyncPageFetched(NodeEvent, tag="sync-page", kw_only=True):
+class SyncPageFetched(NodeEvent, tag="sync-page", frozen=True, kw_only=True):
     """One page of a synchronisation arrived."""
 
     source: Source = "fetch"
@@ -114,7 +116,7 @@ class SyncPageFetched(NodeEvent, tag="sync-page", kw_only=True):
     page: int = 0
 
 
-class SyncCompleted(NodeEvent, tag="sync-completed", kw_only=True):
+class SyncCompleted(NodeEvent, tag="sync-completed", frozen=True, kw_only=True):
     """A synchronisation ended; ``complete`` is false when not every item could be fetched."""
 
     source: Source = "fetch"
@@ -125,7 +127,7 @@ class SyncCompleted(NodeEvent, tag="sync-completed", kw_only=True):
     """Why the sync is partial (no RSM, server cap, limit), when it is."""
 
 
-class SyncFailed(NodeEvent, tag="sync-failed", kw_only=True):
+class SyncFailed(NodeEvent, tag="sync-failed", frozen=True, kw_only=True):
     """A synchronisation could not be carried out."""
 
     source: Source = "fetch"
@@ -135,7 +137,7 @@ class SyncFailed(NodeEvent, tag="sync-failed", kw_only=True):
     """The XMPP error condition (``item-not-found``, ``forbidden``, ...) when there was one."""
 
 
-class NotificationRejected(NodeEvent, tag="notification-rejected", kw_only=True):
+class NotificationRejected(NodeEvent, tag="notification-rejected", frozen=True, kw_only=True):
     """A notification was refused because its sender may not speak for the node (invariant 7).
 
     ``service`` is the JID the message came from, ``node`` the node it named. Kept in the log so
@@ -145,7 +147,7 @@ class NotificationRejected(NodeEvent, tag="notification-rejected", kw_only=True)
     reason: str
 
 
-class CachePurged(Event, tag="cache-purged", kw_only=True):
+class CachePurged(Event, tag="cache-purged", frozen=True, kw_only=True):
     """Operator command: forget cached items matching every given filter (``None`` = any)."""
 
     source: Source = "command"
@@ -155,7 +157,7 @@ class CachePurged(Event, tag="cache-purged", kw_only=True):
     older_than: AwareDatetime | None = None
 
 
-class CacheReset(Event, tag="cache-reset", kw_only=True):
+class CacheReset(Event, tag="cache-reset", frozen=True, kw_only=True):
     """Operator command: forget nodes (items and sync state) matching the filters."""
 
     source: Source = "command"
@@ -181,7 +183,7 @@ AnyEvent = (
 )
 """Every event type the log may hold."""
 
-EVENT_TYPES: tuple[type[Event], ...] = AnyEvent.__args__  # type: ignore[attr-defined]
+EVENT_TYPES: tuple[type[Event], ...] = typing.get_args(AnyEvent)
 
 
 def event_tag(event: Event) -> str:
