@@ -1,0 +1,36 @@
+"""Payload parsers: turn an item's payload element into JSON data and searchable text.
+
+``BUILTIN_PARSERS`` holds one instance of each shipped parser; they are stateless, so sharing them
+between analysers and threads is safe, and building the tuple does no work beyond allocation.
+"""
+
+from __future__ import annotations
+
+from pubsub_cache.projector.parsers.base import ParsedPayload, Parser, parse_xep0082_datetime
+from pubsub_cache.projector.parsers.microblog import MicroblogParser
+from pubsub_cache.projector.parsers.pep import (
+    AvatarMetadataParser,
+    BookmarksParser,
+    GeolocParser,
+    TuneParser,
+)
+
+__all__ = [
+    "BUILTIN_PARSERS",
+    "AvatarMetadataParser",
+    "BookmarksParser",
+    "GeolocParser",
+    "MicroblogParser",
+    "ParsedPayload",
+    "Parser",
+    "TuneParser",
+    "parse_xep0082_datetime",
+]
+
+BUILTIN_PARSERS: tuple[Parser, ...] = (
+    MicroblogParser(),
+    AvatarMetadataParser(),
+    GeolocParser(),
+    TuneParser(),
+    BookmarksParser(),
+)
