@@ -4,7 +4,8 @@ This package is the bottom layer: it imports nothing else of the project but
 :mod:`pubsub_cache.errors`, and nothing here connects to anything at import time.
 """
 
-from .codec import InvalidEvent, UndecodableEvent, decode, encode, encode_valid
+from .codec import decode, encode, encode_valid
+from .errors import InvalidEvent, UndecodableEvent
 from .types import (
     AnyEvent,
     CachePurged,

@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from .errors import InvalidEvent
+
 #: Where a fact came from: a pubsub notification, a page fetched by a sync or a live read,
 #: or a command (operator, query library).
 Source = Literal["notification", "fetch", "command"]
@@ -38,12 +40,25 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     observed_at: AwareDatetime
     source: Source = "notification"
 
+    def __post_init__(self) -> None:
+        # msgspec checks the Annotated constraints only when decoding; checking here too means
+        # an invalid event cannot even be built, so none reaches the log (and a batch holding
+        # one is never half-written).
+        _text(self, "account", self.account)
+        _time(self, "observed_at", self.observed_at)
+
 
 class NodeEvent(Event, frozen=True, kw_only=True):
     """An event about one node of one pubsub service (or PEP account)."""
 
     service: NonEmpty
     node: NonEmpty
+
+    def __post_init__(self) -> None:
+        # Explicit base calls: zero-argument super() fails inside msgspec Structs.
+        Event.__post_init__(self)
+        _text(self, "service", self.service)
+        _text(self, "node", self.node)
 
 
 class Item(msgspec.Struct, frozen=True, kw_only=True):
@@ -56,17 +71,35 @@ class Item(msgspec.Struct, frozen=True, kw_only=True):
     delay: AwareDatetime | None = None
     """The XEP-0203 ``<delay>`` stamp of the message, when there was one."""
 
+    def __post_init__(self) -> None:
+        _text(self, "id", self.id)
+        if self.payload is not None and type(self.payload) is not str:
+            raise InvalidEvent("item", f"payload of item {self.id!r} must be XML text")
+        if self.delay is not None:
+            _time(self, "delay", self.delay)
+
 
 class ItemsPublished(NodeEvent, tag="items-published", frozen=True, kw_only=True):
     """Items were published (or re-published) to the node."""
 
     items: Annotated[list[Item], msgspec.Meta(min_length=1)]
 
+    def __post_init__(self) -> None:
+        NodeEvent.__post_init__(self)
+        _items(self, self.items, allow_empty=False)
+
 
 class ItemsRetracted(NodeEvent, tag="items-retracted", frozen=True, kw_only=True):
     """Items were retracted (deleted) from the node."""
 
     item_ids: Annotated[list[NonEmpty], msgspec.Meta(min_length=1)]
+
+    def __post_init__(self) -> None:
+        NodeEvent.__post_init__(self)
+        if not self.item_ids:
+            raise InvalidEvent(event_tag(self), "no item ids")
+        for item_id in self.item_ids:
+            _text(self, "item id", item_id)
 
 
 class NodePurged(NodeEvent, tag="node-purged", frozen=True, kw_only=True):
@@ -114,6 +147,10 @@ class SyncPageFetched(NodeEvent, tag="sync-page", frozen=True, kw_only=True):
     sync_id: NonEmpty
     items: list[Item]
     page: int = 0
+
+    def __post_init__(self) -> None:
+        NodeEvent.__post_init__(self)
+        _items(self, self.items, allow_empty=True)
 
 
 class SyncCompleted(NodeEvent, tag="sync-completed", frozen=True, kw_only=True):
@@ -186,17 +223,42 @@ AnyEvent = (
 EVENT_TYPES: tuple[type[Event], ...] = typing.get_args(AnyEvent)
 
 
+_TAGS: dict[type, str] = {cls: str(cls.__struct_config__.tag) for cls in EVENT_TYPES}
+
+
 def event_tag(event: Event) -> str:
     """The stable tag of ``event``'s type, as stored in the log's ``type`` column."""
-    tag = type(event).__struct_config__.tag
-    assert isinstance(tag, str)
-    return tag
+    return _TAGS[type(event)]
 
 
 def event_scope(event: Event) -> tuple[str, str]:
     """The (service, node) the event speaks for; ``""`` for commands spanning nodes."""
-    if isinstance(event, NodeEvent):
+    if isinstance(event, NodeEvent):  # the common case first: it is on the append path
         return event.service, event.node
     service = getattr(event, "service", None) or ""
     node = getattr(event, "node", None) or ""
     return service, node
+
+
+def _text(owner: object, name: str, value: object) -> None:
+    if type(value) is not str or not value:
+        raise InvalidEvent(_kind(owner), f"{name} must be a non-empty string, got {value!r}")
+
+
+def _time(owner: object, name: str, value: object) -> None:
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise InvalidEvent(_kind(owner), f"{name} must be a timezone-aware datetime, got {value!r}")
+
+
+def _items(owner: Event, items: object, *, allow_empty: bool) -> None:
+    if not isinstance(items, list) or not (items or allow_empty):
+        raise InvalidEvent(_kind(owner), f"items must be a non-empty list, got {items!r}")
+    for item in items:
+        if not isinstance(item, Item):
+            raise InvalidEvent(_kind(owner), f"items must be Item structs, got {item!r}")
+
+
+def _kind(owner: object) -> str:
+    if isinstance(owner, Event):
+        return event_tag(owner)
+    return type(owner).__name__.lower()

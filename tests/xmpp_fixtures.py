@@ -1,4 +1,5 @@
-"""Fixtures of the XMPP tests: one local Prosody for the session, and sessions on it.
+"""Fixtures of the XMPP tests, a pytest plugin loaded by tests/conftest.py: one local Prosody
+for the session, and sessions on it.
 
 Accounts: ``publisher`` (server admin: only admins may create nodes on Prosody's pubsub
 component), ``reader`` and ``mallory`` (normal users). Without Prosody the server tests are

@@ -1,0 +1,100 @@
+"""Engines for SQLite and PostgreSQL, configured the way the event log's invariants need.
+
+SQLite: WAL (readers never block the writer), ``synchronous=NORMAL`` (durable at checkpoints,
+never corrupt), a busy timeout, and transactions that we begin ourselves: pysqlite's own
+implicit BEGIN is turned off so that a writing transaction can start with ``BEGIN IMMEDIATE``
+and take the write lock up front. A deferred transaction that reads and then writes can fail
+with SQLITE_BUSY when another writer got there first; an immediate one waits its turn instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+from pubsub_cache.errors import PubsubCacheError
+
+#: Execution option asking for a transaction that takes the write lock when it begins.
+WRITE = "pubsub_cache_write"
+
+
+class DatabaseUnavailable(PubsubCacheError):
+    """Raised when the database cannot be opened or reached."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"cannot open the database {url}: {reason}")
+
+
+def normalise_url(url: str | URL) -> URL:
+    """``url`` with the driver we use made explicit (``postgresql://`` means psycopg 3)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() != "psycopg":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def safe_url(url: str | URL) -> str:
+    """``url`` with any password hidden, for messages and logs."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def create_engine(url: str | URL, **kwargs: Any) -> Engine:
+    """An engine for ``url`` (SQLite file or PostgreSQL); connects lazily."""
+    parsed = normalise_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = sa.create_engine(parsed, **kwargs)
+        sa.event.listen(engine, "connect", _sqlite_on_connect)
+        sa.event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return sa.create_engine(parsed, **kwargs)
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: object) -> None:
+    # Leave transaction control to us (see _sqlite_on_begin).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA busy_timeout = 30000")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(connection: Connection) -> None:
+    if connection.get_execution_options().get(WRITE):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        connection.exec_driver_sql("BEGIN")
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A connection in a transaction that holds the write lock on SQLite; commits on success."""
+    with engine.connect().execution_options(**{WRITE: True}) as connection, connection.begin():
+        yield connection
+
+
+def is_sqlite(engine: Engine | Connection) -> bool:
+    """Whether ``engine`` talks to SQLite (as opposed to PostgreSQL)."""
+    return engine.dialect.name == "sqlite"
+
+
+def check_reachable(engine: Engine) -> None:
+    """Open one connection; raises :class:`DatabaseUnavailable` with the driver's reason."""
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+    except sa.exc.DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise DatabaseUnavailable(safe_url(engine.url), reason) from exc
+    except sa.exc.ArgumentError as exc:
+        raise DatabaseUnavailable(safe_url(engine.url), str(exc)) from exc

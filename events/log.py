@@ -1,0 +1,243 @@
+"""The append-only event log: append, read after a position, head, and wait for new events.
+
+The log is the only source of truth. Its sequence number is called ``position`` everywhere.
+
+Invariant 1 (nothing is skipped): a reader that has seen position P must never later find a
+committed event below P. SQLite has one writer at a time (``BEGIN IMMEDIATE``), so positions
+are assigned and committed in the same order. PostgreSQL does not give this for free: two
+transactions draw 7 and 8 from the sequence, 8 commits first, a reader sees 8 and moves on,
+then 7 commits behind it. As in the ``eventsourcing`` library's PostgreSQL recorder, appends
+take an EXCLUSIVE table lock (it conflicts with other writers but not with readers) before
+drawing positions, and hold it to commit, bounded by ``lock_timeout``. tests/storage/
+test_event_log_concurrency.py pins this with concurrent appenders and a tailing reader.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from pubsub_cache.errors import PubsubCacheError
+
+from .codec import decode, encode_valid
+from .db import is_sqlite, write_transaction
+from .schema import event_table
+from .types import AnyEvent, Event, event_scope, event_tag
+
+#: PostgreSQL NOTIFY channel: a hint that new events were committed (readers re-read the table).
+CHANNEL = "pubsub_cache_event"
+
+#: How often a waiter on SQLite looks for commits made by other processes.
+SQLITE_POLL_SECONDS = 0.02
+
+
+class AppendTimeout(PubsubCacheError):
+    """Raised when an append could not take the log's write lock within the lock timeout."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        super().__init__(
+            f"could not append to the event log: its write lock was not free within {seconds:g} s"
+        )
+
+
+class Recorded(msgspec.Struct, frozen=True):
+    """An event as stored: its position, when it was appended (Unix time), and the event."""
+
+    position: int
+    recorded_at: float
+    event: AnyEvent
+
+
+class RawRecord(msgspec.Struct, frozen=True, array_like=True):
+    """A stored row, undecoded: for export, compaction and fast scans."""
+
+    position: int
+    account: str
+    service: str
+    node: str
+    type: str
+    recorded_at: float
+    body: bytes
+
+
+class EventLog:
+    """The event log stored in one database (SQLite or PostgreSQL)."""
+
+    def __init__(self, engine: Engine, *, lock_timeout: float = 10.0) -> None:
+        self._engine = engine
+        self._lock_timeout = lock_timeout
+        self._sqlite = is_sqlite(engine)
+        self._appended = threading.Condition()
+        self._listener: Any = None
+        self._listener_lock = threading.Lock()
+
+    @property
+    def engine(self) -> Engine:
+        """The engine the log is stored in."""
+        return self._engine
+
+    def append(self, events: Iterable[Event]) -> list[int]:
+        """Append ``events`` in one transaction; returns their positions, in order.
+
+        Every event is validated first: if one is invalid, :class:`InvalidEvent` is raised and
+        nothing of the batch is written.
+        """
+        batch = list(events)
+        if not batch:
+            return []
+        rows = _rows(batch, encode_valid(batch))
+        with write_transaction(self._engine) as connection:
+            positions = self._insert(connection, rows)
+        self._wake_local()
+        return positions
+
+    def append_in(self, connection: Connection, events: Iterable[Event]) -> list[int]:
+        """Append ``events`` inside the caller's transaction (begun with ``write_transaction``).
+
+        The caller commits; positions become visible then. Waiters in this process are woken
+        by the next :meth:`append` or by polling, not by this call.
+        """
+        batch = list(events)
+        if not batch:
+            return []
+        return self._insert(connection, _rows(batch, encode_valid(batch)))
+
+    def _insert(self, connection: Connection, rows: list[tuple[Any, ...]]) -> list[int]:
+        if self._sqlite:
+            # The write lock is held since BEGIN IMMEDIATE, so AUTOINCREMENT hands this batch
+            # consecutive rowids: the last one tells them all, without RETURNING per row.
+            # The driver's executemany with tuples: Core's per-row parameter processing
+            # would cost a quarter of the append rate (ops/bench/append.py).
+            connection.exec_driver_sql(_SQLITE_INSERT, rows)
+            last = connection.exec_driver_sql("SELECT last_insert_rowid()").scalar_one()
+            return list(range(last - len(rows) + 1, last + 1))
+        milliseconds = max(1, int(self._lock_timeout * 1000))
+        connection.exec_driver_sql(f"SET LOCAL lock_timeout = {milliseconds}")
+        try:
+            connection.exec_driver_sql("LOCK TABLE event IN EXCLUSIVE MODE")
+        except sa.exc.OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) == "55P03":  # lock_not_available
+                raise AppendTimeout(self._lock_timeout) from exc
+            raise
+        named = [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
+        if len(named) == 1:
+            position = connection.execute(
+                event_table.insert().returning(event_table.c.position), named[0]
+            ).scalar_one()
+            positions = [position]
+        else:
+            result = connection.execute(
+                event_table.insert().returning(
+                    event_table.c.position, sort_by_parameter_order=True
+                ),
+                named,
+            )
+            positions = list(result.scalars())
+        connection.exec_driver_sql(f"NOTIFY {CHANNEL}")
+        return positions
+
+    def read(self, *, after: int = 0, limit: int = 1000) -> list[Recorded]:
+        """Up to ``limit`` events with a position above ``after``, in position order."""
+        query = (
+            sa.select(event_table.c.position, event_table.c.recorded_at, event_table.c.body)
+            .where(event_table.c.position > after)
+            .order_by(event_table.c.position)
+            .limit(limit)
+        )
+        with self._engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return [
+            Recorded(position, recorded_at, decode(body, position=position))
+            for position, recorded_at, body in rows
+        ]
+
+    def read_raw(self, *, after: int = 0, limit: int = 1000) -> list[RawRecord]:
+        """Like :meth:`read`, without decoding the events."""
+        query = (
+            sa.select(*event_table.c)
+            .where(event_table.c.position > after)
+            .order_by(event_table.c.position)
+            .limit(limit)
+        )
+        with self._engine.connect() as connection:
+            return [RawRecord(*row) for row in connection.execute(query)]
+
+    def head(self) -> int:
+        """The highest position committed so far (0 for an empty log)."""
+        with self._engine.connect() as connection:
+            return head_in(connection)
+
+    def wait(self, *, after: int, timeout: float) -> bool:
+        """Block until an event above ``after`` is committed or ``timeout`` seconds pass.
+
+        Returns whether there is one. Appends made through this object wake the waiter at
+        once; other processes' are seen through PostgreSQL NOTIFY (a hint: the table is re-read)
+        or, on SQLite, by a cheap check every few milliseconds.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.head() > after:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if self._sqlite:
+                with self._appended:
+                    self._appended.wait(min(remaining, SQLITE_POLL_SECONDS))
+            else:
+                self._wait_notify(min(remaining, 1.0))
+
+    def close(self) -> None:
+        """Release the PostgreSQL listening connection, if one was opened."""
+        with self._listener_lock:
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
+
+    def _wake_local(self) -> None:
+        with self._appended:
+            self._appended.notify_all()
+
+    def _wait_notify(self, seconds: float) -> None:
+        import psycopg
+
+        with self._listener_lock:
+            if self._listener is None:
+                url = self._engine.url.set(drivername="postgresql")
+                self._listener = psycopg.connect(
+                    url.render_as_string(hide_password=False), autocommit=True
+                )
+                self._listener.execute(f"LISTEN {CHANNEL}")
+                return  # listening now: the caller re-checks the head before waiting
+            try:
+                for _notify in self._listener.notifies(timeout=seconds, stop_after=1):
+                    pass
+            except psycopg.OperationalError:
+                self._listener.close()
+                self._listener = None
+
+
+def head_in(connection: Connection) -> int:
+    """The highest committed position, read on ``connection``."""
+    value = connection.execute(sa.select(sa.func.max(event_table.c.position))).scalar()
+    return int(value or 0)
+
+
+_COLUMNS = ("account", "service", "node", "type", "recorded_at", "body")
+_SQLITE_INSERT = f"INSERT INTO event ({', '.join(_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)"
+
+
+def _rows(events: Sequence[Event], bodies: Sequence[bytes]) -> list[tuple[Any, ...]]:
+    """The stored columns of each event, in the order of ``_COLUMNS``."""
+    now = time.time()
+    return [
+        (event.account, *event_scope(event), event_tag(event), now, body)
+        for event, body in zip(events, bodies, strict=True)
+    ]

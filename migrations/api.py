@@ -1,0 +1,120 @@
+"""Running the Alembic history from code: automatic upgrade at start-up, and the ``db`` commands.
+
+One history serves SQLite and PostgreSQL. Start-ups are serialised: the upgrade runs inside
+one transaction that first takes a lock (``BEGIN IMMEDIATE`` on SQLite, a transaction-level
+advisory lock on PostgreSQL), so two daemons starting together never both migrate. Both
+databases have transactional DDL, so a failed migration leaves the schema as it was.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import MetaData
+from sqlalchemy.engine import Connection, Engine
+
+from pubsub_cache.errors import PubsubCacheError
+from pubsub_cache.events.db import is_sqlite, safe_url, write_transaction
+
+#: Key of the PostgreSQL advisory lock that serialises migrations ("pubsub-c" in ASCII).
+_ADVISORY_LOCK_KEY = 0x7075627375622D63
+
+
+class DatabaseNewerThanCode(PubsubCacheError):
+    """Raised when the database was migrated by a newer pubsub-cache than this one."""
+
+    def __init__(self, url: str, revision: str, head: str) -> None:
+        self.revision = revision
+        super().__init__(
+            f"the database {url} is at schema revision {revision}, which this pubsub-cache does "
+            f"not know (it knows up to {head}): upgrade pubsub-cache, or point it elsewhere"
+        )
+
+
+class UnknownRevision(PubsubCacheError):
+    """Raised when asked to migrate to a revision the history does not have."""
+
+    def __init__(self, revision: str) -> None:
+        super().__init__(f"no schema revision {revision!r} in the migration history")
+
+
+def target_metadata() -> MetaData:
+    """The metadata the history must match: every table of every package."""
+    from pubsub_cache.events.schema import metadata
+
+    return metadata
+
+
+def _config(connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent))
+    config.attributes["connection"] = connection
+    return config
+
+
+def script_directory() -> ScriptDirectory:
+    """The migration history shipped with this version."""
+    return ScriptDirectory.from_config(_config())
+
+
+def head_revision() -> str:
+    """The newest revision this code knows."""
+    head = script_directory().get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at (``None`` for an empty database)."""
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
+    """Migrate up to ``revision``; returns the revisions before and after."""
+    return _migrate(engine, revision, up=True)
+
+
+def downgrade(engine: Engine, revision: str) -> tuple[str | None, str | None]:
+    """Migrate down to ``revision`` (``base`` empties the database)."""
+    return _migrate(engine, revision, up=False)
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Bring the database to this code's head, as every entry point does at start-up.
+
+    Cheap when already there (one read, no lock). Raises :class:`DatabaseNewerThanCode`.
+    """
+    head = head_revision()
+    if current_revision(engine) == head:
+        return
+    upgrade(engine)
+
+
+def _migrate(engine: Engine, revision: str, *, up: bool) -> tuple[str | None, str | None]:
+    scripts = script_directory()
+    if revision not in ("head", "base") and _unknown(scripts, revision):
+        raise UnknownRevision(revision)
+    with write_transaction(engine) as connection:
+        if not is_sqlite(connection):
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_ADVISORY_LOCK_KEY})")
+        before = MigrationContext.configure(connection).get_current_revision()
+        if before is not None and _unknown(scripts, before):
+            raise DatabaseNewerThanCode(safe_url(engine.url), before, head_revision())
+        if up:
+            command.upgrade(_config(connection), revision)
+        else:
+            command.downgrade(_config(connection), revision)
+        after = MigrationContext.configure(connection).get_current_revision()
+    return before, after
+
+
+def _unknown(scripts: ScriptDirectory, revision: str) -> bool:
+    try:
+        return scripts.get_revision(revision) is None
+    except Exception:  # alembic raises several types for an unknown id
+        return True

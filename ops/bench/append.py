@@ -1,0 +1,147 @@
+"""``pubsub-cache bench append``: the event log's append rate beside raw ``executemany``.
+
+Both sides write the same rows (account, service, node, type, time, msgpack body of an event
+carrying an ~800-byte Atom entry) into tables of the same shape in the same database, one
+transaction per batch. Ours also validates and encodes each event, and on PostgreSQL takes the
+table lock that keeps positions in commit order, draws positions back and sends NOTIFY.
+Rounds alternate ours and raw, and the best round of each is kept.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pubsub_cache.events import encode
+from pubsub_cache.events.db import create_engine
+from pubsub_cache.events.log import EventLog, _rows
+from pubsub_cache.migrations.api import upgrade
+from pubsub_cache.ops.scratch import scratch_postgres, sqlite_url
+
+from .payloads import publish_events
+from .report import best_rate, print_table
+
+_RAW_TABLE = """CREATE TABLE event_raw (
+    position {pk},
+    account TEXT NOT NULL, service TEXT NOT NULL, node TEXT NOT NULL,
+    type VARCHAR(64) NOT NULL, recorded_at {float} NOT NULL, body {blob} NOT NULL)"""
+_RAW_INSERT = (
+    "INSERT INTO event_raw (account, service, node, type, recorded_at, body) "
+    "VALUES ({p}, {p}, {p}, {p}, {p}, {p})"
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measured configuration: how many events, in batches of what size."""
+
+    batch: int
+    events: int
+
+
+QUICK = (Case(1, 300), Case(100, 10_000), Case(1000, 30_000))
+FULL = (Case(1, 2_000), Case(100, 50_000), Case(1000, 200_000))
+
+
+def run(*, quick: bool, postgres_url: str | None, rounds: int = 5) -> float:
+    """Run every case on SQLite (and PostgreSQL); print the table; return the ratio printed."""
+    cases = QUICK if quick else FULL
+    rows: list[list[object]] = []
+    ratio = 0.0
+    with tempfile.TemporaryDirectory(prefix="pubsub-cache-bench-") as folder:
+        for case in cases:
+            ours, raw = _measure_sqlite(Path(folder), case, rounds)
+            rows.append(["sqlite", case.batch, case.events, ours, raw, ours / raw])
+            if case.batch == 1000:
+                ratio = ours / raw
+    if postgres_url:
+        for case in cases:
+            with scratch_postgres(postgres_url, prefix="bench") as url:
+                ours, raw = _measure_postgres(url, case, rounds)
+            rows.append(["postgresql", case.batch, case.events, ours, raw, ours / raw])
+    print_table(["database", "batch", "events", "ours ev/s", "raw ev/s", "ours/raw"], rows)
+    print(f"ratio={ratio:.2f} target=0.8")
+    return ratio
+
+
+def _batches(case: Case, start: int) -> list[list]:  # type: ignore[type-arg]
+    events = publish_events(case.events, start=start)
+    return [events[i : i + case.batch] for i in range(0, len(events), case.batch)]
+
+
+def _measure_sqlite(folder: Path, case: Case, rounds: int) -> tuple[float, float]:
+    path = folder / f"append-{case.batch}.sqlite3"
+    engine = create_engine(sqlite_url(path))
+    upgrade(engine)
+    log = EventLog(engine)
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.execute("PRAGMA journal_mode = WAL")
+    raw.execute("PRAGMA synchronous = NORMAL")
+    raw.execute(
+        _RAW_TABLE.format(pk="INTEGER PRIMARY KEY AUTOINCREMENT", float="FLOAT", blob="BLOB")
+    )
+    insert = _RAW_INSERT.format(p="?")
+
+    def raw_append(batch: list[tuple[object, ...]]) -> None:
+        raw.execute("BEGIN IMMEDIATE")
+        raw.executemany(insert, batch)
+        raw.execute("COMMIT")
+
+    try:
+        return _alternate(case, rounds, log.append, raw_append)
+    finally:
+        raw.close()
+        log.close()
+        engine.dispose()
+
+
+def _measure_postgres(url: str, case: Case, rounds: int) -> tuple[float, float]:
+    import psycopg
+
+    engine = create_engine(url)
+    upgrade(engine)
+    log = EventLog(engine)
+    raw = psycopg.connect(engine.url.set(drivername="postgresql").render_as_string(False))
+    with raw.transaction():
+        raw.execute(
+            _RAW_TABLE.format(pk="BIGSERIAL PRIMARY KEY", float="DOUBLE PRECISION", blob="BYTEA")
+        )
+    insert = _RAW_INSERT.format(p="%s")
+
+    def raw_append(batch: list[tuple[object, ...]]) -> None:
+        with raw.transaction(), raw.cursor() as cursor:
+            cursor.executemany(insert, batch)
+
+    try:
+        return _alternate(case, rounds, log.append, raw_append)
+    finally:
+        raw.close()
+        log.close()
+        engine.dispose()
+
+
+def _alternate(
+    case: Case,
+    rounds: int,
+    ours: Callable[[list], object],  # type: ignore[type-arg]
+    raw: Callable[[list[tuple[object, ...]]], None],
+) -> tuple[float, float]:
+    ours_rates: list[float] = []
+    raw_rates: list[float] = []
+    for number in range(rounds):
+        batches = _batches(case, start=number * case.events)
+        # The raw side gets the very rows ours would write, encoded ahead of time.
+        raw_batches = [_rows(batch, [encode(e) for e in batch]) for batch in batches]
+        sides = [(ours, batches, ours_rates), (raw, raw_batches, raw_rates)]
+        if number % 2:  # whoever goes second may inherit the other's WAL checkpoint
+            sides.reverse()
+        for append, work, rates in sides:
+            start = time.perf_counter()
+            for batch in work:
+                append(batch)
+            rates.append(case.events / (time.perf_counter() - start))
+    return best_rate(ours_rates), best_rate(raw_rates)

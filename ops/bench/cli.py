@@ -1,0 +1,31 @@
+"""``pubsub-cache bench ...``: benchmarks that print figures and ratios against a reference
+measured in the same run (never timed assertions in tests: these machines are noisy)."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+_POSTGRES = click.option(
+    "--postgres-url",
+    envvar="PUBSUB_CACHE_BENCH_POSTGRES_URL",
+    default=None,
+    help="Also measure on this PostgreSQL database (a scratch schema is created and dropped).",
+)
+_QUICK = click.option("--quick", is_flag=True, help="A smaller run that finishes within 60 s.")
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks; each prints a table and, last, ``ratio=... target=...``."""
+
+
+@bench.command()
+@_QUICK
+@_POSTGRES
+def append(quick: bool, postgres_url: str | None) -> None:
+    """Event-log appends beside raw executemany of the same rows."""
+    from .append import run
+
+    run(quick=quick, postgres_url=postgres_url or os.environ.get("PUBSUB_CACHE_TEST_POSTGRES_URL"))

@@ -1,0 +1,40 @@
+"""Printing benchmark results: an aligned table, then figures as ``name=value`` lines."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+
+def best_rate(runs: Sequence[float]) -> float:
+    """The best of several rates: the run least disturbed by the rest of the machine."""
+    return max(runs)
+
+
+def median(values: Sequence[float]) -> float:
+    """The median of ``values``."""
+    return statistics.median(values)
+
+
+def timed(action: Callable[[], object]) -> float:
+    """Seconds taken by ``action()``."""
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """An aligned plain-text table on standard output."""
+    cells = [[str(h) for h in headers]] + [[_cell(value) for value in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for number, row in enumerate(cells):
+        print("  ".join(value.rjust(width) for value, width in zip(row, widths, strict=True)))
+        if number == 0:
+            print("  ".join("-" * width for width in widths))
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:,.0f}" if value >= 100 else f"{value:.2f}"
+    return str(value)

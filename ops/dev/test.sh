@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The test command: sets up everything on a fresh machine, then runs the checks and the suite.
+#   - a virtualenv in .venv with the package (strict editable install) and its dev tools;
+#   - Prosody (Debian package) for the XMPP tests, installed when missing;
+#   - a fresh PostgreSQL database `pubsub_cache_test` on the local server (started if down),
+#     unless PUBSUB_CACHE_TEST_POSTGRES_URL already names one;
+#   - ruff, mypy --strict (package and tests), then pytest with any arguments given.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+log() { printf '\n==> %s\n' "$*"; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_updated=""
+apt_install() {
+    if [ -z "$apt_updated" ]; then as_root apt-get update -qq; apt_updated=1; fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+log "Python environment (.venv)"
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -U pip setuptools wheel
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-build-isolation \
+    -e '.[dev]' --config-settings editable_mode=strict
+
+log "Prosody"
+if ! command -v prosody >/dev/null; then
+    apt_install prosody
+    # The package starts a system-wide server; the tests start their own on other ports.
+    as_root sh -c 'command -v service >/dev/null && service prosody stop' >/dev/null 2>&1 || true
+fi
+dpkg-query -W prosody 2>/dev/null || true
+
+if [ -z "${PUBSUB_CACHE_TEST_POSTGRES_URL:-}" ]; then
+    log "PostgreSQL"
+    if ! command -v pg_lsclusters >/dev/null; then
+        apt_install postgresql
+    fi
+    if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+        version=$(pg_lsclusters --no-header | awk 'NR==1 {print $1}')
+        if [ -z "$version" ]; then
+            version=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
+            as_root pg_createcluster "$version" main
+        fi
+        as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start
+        for _ in $(seq 50); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.2; done
+    fi
+    admin_url=${PUBSUB_CACHE_TEST_POSTGRES_ADMIN_URL:-postgresql://postgres@127.0.0.1:5432/postgres}
+    .venv/bin/python - "$admin_url" <<'PY'
+import sys
+
+import psycopg
+
+with psycopg.connect(sys.argv[1], autocommit=True) as connection:
+    connection.execute("DROP DATABASE IF EXISTS pubsub_cache_test WITH (FORCE)")
+    connection.execute("CREATE DATABASE pubsub_cache_test")
+print("fresh database pubsub_cache_test created")
+PY
+    export PUBSUB_CACHE_TEST_POSTGRES_URL="${admin_url%/*}/pubsub_cache_test"
+fi
+
+log "ruff"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+
+log "mypy --strict"
+.venv/bin/mypy -p pubsub_cache
+.venv/bin/mypy tests
+
+log "pytest"
+.venv/bin/pytest "$@"

@@ -1,0 +1,47 @@
+"""Builders shared by the tests (importable as ``helpers``: pytest puts tests/ on the path)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from pubsub_cache.events import Item, ItemsPublished, ItemsRetracted, NodePurged
+
+ACCOUNT = "romeo@montague.lit"
+SERVICE = "pubsub.capulet.lit"
+NODE = "princely_musings"
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    """A fixed instant ``seconds`` after T0."""
+    return T0 + timedelta(seconds=seconds)
+
+
+def published(
+    *item_ids: str,
+    node: str = NODE,
+    service: str = SERVICE,
+    account: str = ACCOUNT,
+    payload: str | None = "<entry xmlns='http://www.w3.org/2005/Atom'><title>hi</title></entry>",
+    when: float = 0,
+) -> ItemsPublished:
+    """An ItemsPublished event for ``item_ids``."""
+    return ItemsPublished(
+        account=account,
+        service=service,
+        node=node,
+        observed_at=at(when),
+        items=[Item(id=item_id, publisher=service, payload=payload) for item_id in item_ids],
+    )
+
+
+def retracted(*item_ids: str, node: str = NODE, when: float = 0) -> ItemsRetracted:
+    """An ItemsRetracted event for ``item_ids``."""
+    return ItemsRetracted(
+        account=ACCOUNT, service=SERVICE, node=node, observed_at=at(when), item_ids=list(item_ids)
+    )
+
+
+def purged(node: str = NODE, when: float = 0) -> NodePurged:
+    """A NodePurged event."""
+    return NodePurged(account=ACCOUNT, service=SERVICE, node=node, observed_at=at(when))
