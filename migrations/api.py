@@ -45,8 +45,18 @@ class UnknownRevision(PubsubCacheError):
 def target_metadata() -> MetaData:
     """The metadata the history must match: every table of every package."""
     from pubsub_cache.events.schema import metadata
+    from pubsub_cache.projector import schema  # noqa: F401  (declares the read model)
 
     return metadata
+
+
+#: Objects the migrations create that the metadata cannot declare (dialect-specific search).
+UNDECLARED = ("pubsub_item_fts", "search_vector", "ix_pubsub_item_search")
+
+
+def include_name(name: str | None, _type: str, _parents: object) -> bool:
+    """Autogenerate filter: skip the full-text search objects (see :data:`UNDECLARED`)."""
+    return not (name and name.startswith(UNDECLARED))
 
 
 def _config(connection: Connection | None = None) -> Config:

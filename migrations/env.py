@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from pubsub_cache.migrations.api import target_metadata
+from pubsub_cache.migrations.api import include_name, target_metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:
@@ -21,6 +21,7 @@ context.configure(
     target_metadata=target_metadata(),
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
+    include_name=include_name,
 )
 with context.begin_transaction():
     context.run_migrations()

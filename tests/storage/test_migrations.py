@@ -28,7 +28,9 @@ def test_base_to_head_to_base_to_head(bare_engine: Engine) -> None:
 
 def test_models_match_the_migrations(engine: Engine) -> None:
     with engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "include_name": api.include_name}
+        )
         differences = compare_metadata(context, api.target_metadata())
     assert differences == []
 
