@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
@@ -47,6 +48,9 @@ def safe_url(url: str | URL) -> str:
 def create_engine(url: str | URL, **kwargs: Any) -> Engine:
     """An engine for ``url`` (SQLite file or PostgreSQL); connects lazily."""
     parsed = normalise_url(url)
+    # JSON columns (the parsed payloads) go through msgspec: several times faster than json.
+    kwargs.setdefault("json_serializer", _json_text)
+    kwargs.setdefault("json_deserializer", msgspec.json.decode)
     if parsed.get_backend_name() == "sqlite":
         engine = sa.create_engine(parsed, **kwargs)
         sa.event.listen(engine, "connect", _sqlite_on_connect)
@@ -54,6 +58,10 @@ def create_engine(url: str | URL, **kwargs: Any) -> Engine:
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return sa.create_engine(parsed, **kwargs)
+
+
+def _json_text(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: object) -> None:

@@ -160,14 +160,8 @@ class EventLog:
 
     def read_raw(self, *, after: int = 0, limit: int = 1000) -> list[RawRecord]:
         """Like :meth:`read`, without decoding the events."""
-        query = (
-            sa.select(*event_table.c)
-            .where(event_table.c.position > after)
-            .order_by(event_table.c.position)
-            .limit(limit)
-        )
         with self._engine.connect() as connection:
-            return [RawRecord(*row) for row in connection.execute(query)]
+            return read_raw_in(connection, after=after, limit=limit)
 
     def head(self) -> int:
         """The highest position committed so far (0 for an empty log)."""
@@ -222,6 +216,17 @@ class EventLog:
             except psycopg.OperationalError:
                 self._listener.close()
                 self._listener = None
+
+
+def read_raw_in(connection: Connection, *, after: int, limit: int) -> list[RawRecord]:
+    """Undecoded rows above ``after``, in position order, read on ``connection``."""
+    query = (
+        sa.select(*event_table.c)
+        .where(event_table.c.position > after)
+        .order_by(event_table.c.position)
+        .limit(limit)
+    )
+    return [RawRecord(*row) for row in connection.execute(query)]
 
 
 def head_in(connection: Connection) -> int:

@@ -29,3 +29,13 @@ def append(quick: bool, postgres_url: str | None) -> None:
     from .append import run
 
     run(quick=quick, postgres_url=postgres_url or os.environ.get("PUBSUB_CACHE_TEST_POSTGRES_URL"))
+
+
+@bench.command()
+@_QUICK
+@_POSTGRES
+def project(quick: bool, postgres_url: str | None) -> None:
+    """Projection of XEP-0277 items beside raw parse + executemany upsert."""
+    from .project import run
+
+    run(quick=quick, postgres_url=postgres_url or os.environ.get("PUBSUB_CACHE_TEST_POSTGRES_URL"))

@@ -1,0 +1,342 @@
+"""The apply rules: how each event changes ``pubsub_node`` and ``pubsub_item``.
+
+A :class:`BatchApplier` applies events in log order on one connection, inside the caller's
+transaction (the runner commits them with the checkpoint). Item writes are buffered and flushed
+in bulk (``executemany``) before any statement that needs the table as it stands, and at the end
+of the batch: a node of 1,000 items costs a few statements, not thousands.
+
+Every value written comes from the events themselves (never the wall clock), so replaying the
+log from position 0 gives the same rows as following it live (invariant 3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from pubsub_cache.events import (
+    AnyEvent,
+    CachePurged,
+    CacheReset,
+    Item,
+    ItemsPublished,
+    ItemsRetracted,
+    NodeConfigured,
+    NodeDeleted,
+    NodeEvent,
+    NodePurged,
+    NotificationRejected,
+    SubscriptionChanged,
+    SyncCompleted,
+    SyncFailed,
+    SyncPageFetched,
+    SyncRequested,
+    SyncStarted,
+)
+from pubsub_cache.projector.analysers import Analyser, AnalyserRegistry, NodeInfo
+from pubsub_cache.projector.items import ItemWriter
+from pubsub_cache.projector.payloads import payload_namespace
+from pubsub_cache.projector.schema import pubsub_counter, pubsub_item, pubsub_node
+
+NodeKey = tuple[str, str, str]
+
+
+@dataclass
+class NodeRow:
+    """What the applier keeps in memory about one node of the read model."""
+
+    id: int
+    analyser: Analyser | None
+    sync_id: str | None
+    sync_position: int | None
+
+
+class BatchApplier:
+    """Applies events to the read model on ``connection``; call :meth:`finish` before commit."""
+
+    def __init__(self, connection: Connection, registry: AnalyserRegistry) -> None:
+        self._connection = connection
+        self._registry = registry
+        self._analysers = {analyser.name: analyser for analyser in registry.analysers}
+        self._nodes: dict[NodeKey, NodeRow] = {}
+        self._items = ItemWriter(connection)
+        self._touched: dict[int, tuple[int, float]] = {}
+        self._recount: set[int] = set()
+
+    def apply(self, position: int, event: AnyEvent) -> None:
+        """Apply one event (``position`` is its place in the log)."""
+        when = event.observed_at.timestamp()
+        match event:
+            case ItemsPublished(items=items):
+                node = self._node(event, position, items)
+                for item in items:
+                    self._items.publish(
+                        node.id, node.analyser, item, position, when=when, sync_id=None
+                    )
+            case SyncPageFetched(items=items, sync_id=sync_id):
+                node = self._node(event, position, items)
+                for item in items:
+                    self._items.publish(
+                        node.id, node.analyser, item, position, when=when, sync_id=sync_id
+                    )
+            case ItemsRetracted(item_ids=item_ids):
+                node = self._node(event, position)
+                for item_id in item_ids:
+                    self._items.retract(node.id, item_id)
+            case NodePurged():
+                node = self._node(event, position)
+                self._items.delete_where(pubsub_item.c.node_id == node.id, nodes=[node.id])
+            case NodeDeleted(redirect=redirect):
+                node = self._node(event, position)
+                self._items.delete_where(pubsub_item.c.node_id == node.id, nodes=[node.id])
+                node.sync_id = None
+                self._update(node, deleted=True, redirect=redirect, sync_state="NONE", sync_id=None)
+            case NodeConfigured(form=form):
+                node = self._node(event, position)
+                if form is not None:
+                    self._update(node, configuration=form)
+            case SubscriptionChanged(jid=jid, subscription=subscription):
+                node = self._node(event, position)
+                if jid.split("/", 1)[0] == event.account:
+                    subscribed = subscription == "subscribed"
+                    self._update(node, subscription=subscription, subscribed=subscribed)
+            case SyncRequested() | SyncStarted() | SyncCompleted() | SyncFailed():
+                self._apply_sync(position, event, when)
+            case NotificationRejected():
+                self._count(event.account, "rejected")
+            case CachePurged():
+                self._purge(event, when)
+            case CacheReset():
+                self._reset(event)
+
+    def _apply_sync(
+        self,
+        position: int,
+        event: SyncRequested | SyncStarted | SyncCompleted | SyncFailed,
+        when: float,
+    ) -> None:
+        match event:
+            case SyncRequested():
+                node = self._node(event, position)
+                self._update(node, sync_requested_position=position)
+            case SyncStarted(sync_id=sync_id):
+                node = self._node(event, position)
+                node.sync_id, node.sync_position = sync_id, position
+                self._update(
+                    node,
+                    sync_state="IN_PROGRESS",
+                    sync_reason=None,
+                    sync_at=when,
+                    sync_id=sync_id,
+                    sync_position=position,
+                    sync_requested_position=None,
+                )
+            case SyncCompleted(sync_id=sync_id, complete=complete, reason=reason):
+                node = self._node(event, position)
+                if sync_id == node.sync_id:
+                    self._complete_sync(node, sync_id, complete, reason, when)
+            case SyncFailed(sync_id=sync_id, error=error, condition=condition):
+                node = self._node(event, position)
+                if sync_id == node.sync_id:
+                    reason = f"{condition}: {error}" if condition else error
+                    self._update(node, sync_state="ERROR", sync_reason=reason, sync_at=when)
+
+    def prefetch(self, events: Iterable[AnyEvent]) -> None:
+        """Load, in a few queries, the rows a batch of events will look up one by one."""
+        wanted: dict[NodeKey, list[str]] = {}
+        for event in events:
+            if isinstance(event, ItemsPublished | SyncPageFetched):
+                ids = [item.id for item in event.items]
+            elif isinstance(event, ItemsRetracted):
+                ids = list(event.item_ids)
+            else:
+                continue
+            wanted.setdefault((event.account, event.service, event.node), []).extend(ids)
+        for key, item_ids in wanted.items():
+            node = self._nodes.get(key) or self._load_node(key)
+            if node is not None:
+                self._items.prefetch(node.id, item_ids)
+
+    def finish(self) -> None:
+        """Write what is buffered and the bookkeeping of every node the batch touched."""
+        self._items.flush()
+        node = pubsub_node.c
+        if self._recount:
+            count = (
+                sa.select(sa.func.count()).where(pubsub_item.c.node_id == node.id).scalar_subquery()
+            )
+            self._connection.execute(
+                pubsub_node.update()
+                .where(node.id == sa.bindparam("node_id"))
+                .values(item_count=count),
+                [{"node_id": node_id} for node_id in self._recount],
+            )
+            self._recount.clear()
+        if self._touched:
+            self._connection.execute(
+                pubsub_node.update()
+                .where(node.id == sa.bindparam("node_id"))
+                .values(updated_position=sa.bindparam("position"), updated_at=sa.bindparam("when")),
+                [
+                    {"node_id": node_id, "position": position, "when": when}
+                    for node_id, (position, when) in self._touched.items()
+                ],
+            )
+            self._touched.clear()
+
+    def _node(self, event: NodeEvent, position: int, items: Iterable[Item] = ()) -> NodeRow:
+        key = (event.account, event.service, event.node)
+        when = event.observed_at.timestamp()
+        node = self._nodes.get(key) or self._load_node(key)
+        if node is None:
+            node = self._create_node(key, position, when, items)
+        elif node.analyser is None and isinstance(event, ItemsPublished | SyncPageFetched):
+            # Nodes first seen without a payload are analysed again once one arrives.
+            self._analyse(node, key, items)
+        self._touched[node.id] = (position, when)
+        self._recount.add(node.id)
+        return node
+
+    def _load_node(self, key: NodeKey) -> NodeRow | None:
+        columns = pubsub_node.c
+        row = self._connection.execute(
+            sa.select(columns.id, columns.analyser, columns.sync_id, columns.sync_position).where(
+                columns.account == key[0], columns.service == key[1], columns.node == key[2]
+            )
+        ).first()
+        if row is None:
+            return None
+        node = NodeRow(
+            row.id, self._analysers.get(row.analyser or ""), row.sync_id, row.sync_position
+        )
+        self._nodes[key] = node
+        return node
+
+    def _create_node(
+        self, key: NodeKey, position: int, when: float, items: Iterable[Item]
+    ) -> NodeRow:
+        analyser = self._match(key, items)
+        node_type, subtype = analyser.node_type(_info(key)) if analyser else (None, None)
+        node_id = self._connection.execute(
+            pubsub_node.insert()
+            .values(
+                account=key[0],
+                service=key[1],
+                node=key[2],
+                analyser=analyser.name if analyser else None,
+                type=node_type,
+                subtype=subtype,
+                to_sync=bool(analyser and analyser.to_sync),
+                created_position=position,
+                updated_position=position,
+                updated_at=when,
+            )
+            .returning(pubsub_node.c.id)
+        ).scalar_one()
+        node = NodeRow(node_id, analyser, None, None)
+        self._nodes[key] = node
+        self._items.node_created(node_id)
+        return node
+
+    def _analyse(self, node: NodeRow, key: NodeKey, items: Iterable[Item]) -> None:
+        analyser = self._match(key, items)
+        if analyser is None:
+            return
+        node.analyser = analyser
+        node_type, subtype = analyser.node_type(_info(key))
+        self._update(
+            node, analyser=analyser.name, type=node_type, subtype=subtype, to_sync=analyser.to_sync
+        )
+
+    def _match(self, key: NodeKey, items: Iterable[Item]) -> Analyser | None:
+        namespace = next(
+            (payload_namespace(item.payload) for item in items if item.payload is not None), None
+        )
+        return self._registry.match(NodeInfo(key[1], key[2], namespace))
+
+    def _update(self, node: NodeRow, **values: Any) -> None:
+        self._connection.execute(
+            pubsub_node.update().where(pubsub_node.c.id == node.id).values(**values)
+        )
+
+    def _complete_sync(
+        self, node: NodeRow, sync_id: str, complete: bool, reason: str | None, when: float
+    ) -> None:
+        if complete:
+            # Items neither in this sync nor (re)published since it started are gone from the
+            # server; a partial sync cannot tell, so it removes nothing (invariant 6).
+            stale = sa.and_(
+                pubsub_item.c.node_id == node.id,
+                sa.or_(pubsub_item.c.synced_by.is_(None), pubsub_item.c.synced_by != sync_id),
+                pubsub_item.c.updated_position < (node.sync_position or 0),
+            )
+            self._items.delete_where(stale, nodes=[node.id])
+        self._update(
+            node,
+            sync_state="COMPLETED" if complete else "PARTIAL",
+            sync_reason=None if complete else (reason or "not every item could be fetched"),
+            sync_at=when,
+        )
+
+    def _scope(self, event: CachePurged | CacheReset) -> sa.ColumnElement[bool]:
+        clauses = [pubsub_node.c.account == event.account]
+        if event.service is not None:
+            clauses.append(pubsub_node.c.service == event.service)
+        if event.node is not None:
+            clauses.append(pubsub_node.c.node == event.node)
+        if isinstance(event, CachePurged) and event.node_type is not None:
+            clauses.append(pubsub_node.c.type == event.node_type)
+        return sa.and_(*clauses)
+
+    def _purge(self, event: CachePurged, when: float) -> None:
+        scope = self._scope(event)
+        node_ids = list(
+            self._connection.execute(sa.select(pubsub_node.c.id).where(scope)).scalars()
+        )
+        if not node_ids:
+            return
+        condition: sa.ColumnElement[bool] = pubsub_item.c.node_id.in_(node_ids)
+        if event.older_than is not None:
+            condition = sa.and_(condition, pubsub_item.c.updated_at < event.older_than.timestamp())
+            state, reason = "PARTIAL", f"items older than {event.older_than} purged by operator"
+        else:
+            state, reason = "NONE", "purged by operator"
+        self._items.delete_where(condition, nodes=node_ids)
+        # A synced node that lost items must not claim to be complete any more.
+        self._connection.execute(
+            pubsub_node.update()
+            .where(scope, pubsub_node.c.sync_state.in_(("COMPLETED", "PARTIAL")))
+            .values(sync_state=state, sync_reason=reason, sync_at=when)
+        )
+        self._recount.update(node_ids)
+
+    def _reset(self, event: CacheReset) -> None:
+        scope = self._scope(event)
+        node_ids = list(
+            self._connection.execute(sa.select(pubsub_node.c.id).where(scope)).scalars()
+        )
+        self._items.delete_where(pubsub_item.c.node_id.in_(node_ids), nodes=node_ids)
+        self._connection.execute(pubsub_node.delete().where(scope))
+        self._nodes.clear()
+        for node_id in node_ids:
+            self._touched.pop(node_id, None)
+            self._recount.discard(node_id)
+
+    def _count(self, account: str, name: str) -> None:
+        updated = self._connection.execute(
+            pubsub_counter.update()
+            .where(pubsub_counter.c.account == account, pubsub_counter.c.name == name)
+            .values(value=pubsub_counter.c.value + 1)
+        )
+        if updated.rowcount == 0:
+            self._connection.execute(
+                pubsub_counter.insert().values(account=account, name=name, value=1)
+            )
+
+
+def _info(key: NodeKey) -> NodeInfo:
+    return NodeInfo(key[1], key[2], None)
