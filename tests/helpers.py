@@ -45,3 +45,12 @@ def retracted(*item_ids: str, node: str = NODE, when: float = 0) -> ItemsRetract
 def purged(node: str = NODE, when: float = 0) -> NodePurged:
     """A NodePurged event."""
     return NodePurged(account=ACCOUNT, service=SERVICE, node=node, observed_at=at(when))
+
+
+def atom(title: str, *, published: str | None = None) -> str:
+    """A small XEP-0277 Atom entry."""
+    stamp = f"<published>{published}</published>" if published else ""
+    return (
+        "<entry xmlns='http://www.w3.org/2005/Atom'>"
+        f"<title>{title}</title><content>{title} body</content>{stamp}</entry>"
+    )

@@ -1,0 +1,161 @@
+"""``pubsub-cache project``, ``status`` and ``parked ...``: running and watching the projector."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+
+import anyio
+import click
+
+from pubsub_cache.projector.analysers import default_registry
+from pubsub_cache.projector.parking import list_parked
+from pubsub_cache.projector.retry import drop_parked, retry_parked
+from pubsub_cache.projector.runner import Partition, Projector
+from pubsub_cache.projector.status import as_builtins, read_status
+
+from .context import AppContext
+
+log = logging.getLogger(__name__)
+
+
+def register(cli: click.Group) -> None:
+    """Add this module's commands to ``cli``."""
+    cli.add_command(project)
+    cli.add_command(status)
+    cli.add_command(parked)
+
+
+def _partition(value: str | None) -> Partition:
+    if not value:
+        return Partition()
+    try:
+        index, count = (int(part) for part in value.split("/", 1))
+    except ValueError:
+        raise click.BadParameter(f"expected INDEX/COUNT like 0/4, got {value!r}") from None
+    if not 0 <= index < count:
+        raise click.BadParameter(f"partition index {index} is not in 0..{count - 1}")
+    return Partition(index, count)
+
+
+@click.command()
+@click.option("--name", default="main", show_default=True, help="Checkpoint name.")
+@click.option("--partition", help="INDEX/COUNT: apply only this share of the nodes.")
+@click.option("--batch-size", default=500, show_default=True)
+@click.option("--lease-seconds", default=15.0, show_default=True)
+@click.option("--until-caught-up", is_flag=True, help="Exit once the log is exhausted.")
+@click.pass_obj
+def project(
+    app: AppContext,
+    name: str,
+    partition: str | None,
+    batch_size: int,
+    lease_seconds: float,
+    until_caught_up: bool,
+) -> None:
+    """Run the projector alone (the ingest may run elsewhere on the same database)."""
+    from .logs import configure_logging
+
+    configure_logging(app.settings.log_level)
+    projector = Projector(
+        app.engine(),
+        registry=default_registry(),
+        name=name,
+        partition=_partition(partition),
+        batch_size=batch_size,
+        lease_seconds=lease_seconds,
+    )
+    if until_caught_up:
+        applied = projector.catch_up()
+        projector.release()
+        click.echo(f"applied {applied} events; checkpoint {projector.name} caught up")
+        return
+    anyio.run(_run_until_signalled, projector)
+
+
+async def _run_until_signalled(projector: Projector) -> None:
+    async with anyio.create_task_group() as group:
+        group.start_soon(_stop_on_signal, group.cancel_scope)
+        await group.start(_follow, projector)
+        log.info("projector %s following the log", projector.name, extra={"owner": projector.owner})
+
+
+async def _follow(projector: Projector, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+    await projector.run(task_status=task_status)
+
+
+async def _stop_on_signal(scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for received in signals:
+            log.info("received %s: finishing the current batch", signal.Signals(received).name)
+            scope.cancel()
+            return
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+@click.pass_obj
+def status(app: AppContext, as_json: bool) -> None:
+    """Head of the log, each checkpoint's lag, parked events, nodes by sync state."""
+    with app.engine().connect() as connection:
+        report = read_status(connection, now=time.time())
+    if as_json:
+        click.echo(json.dumps(as_builtins(report), indent=2))
+        return
+    click.echo(f"log head: {report.head}")
+    for point in report.checkpoints:
+        lease = point.lease_owner or "free"
+        click.echo(
+            f"checkpoint {point.name}: position {point.position}, lag {point.lag_events} events "
+            f"/ {point.lag_seconds:.1f} s, lease {lease}"
+        )
+    if not report.checkpoints:
+        click.echo("no projector has run yet")
+    click.echo("nodes: " + ", ".join(f"{state} {n}" for state, n in report.nodes.items()))
+    click.echo(f"items: {report.items}")
+    click.echo(f"parked events: {report.parked}")
+    click.echo(f"rejected notifications: {report.rejected}")
+
+
+@click.group()
+def parked() -> None:
+    """Events the projector could not apply."""
+
+
+@parked.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def parked_list(app: AppContext, as_json: bool) -> None:
+    """List parked events with their reasons."""
+    with app.engine().connect() as connection:
+        rows = list_parked(connection)
+    if as_json:
+        click.echo(json.dumps([dict(row._mapping) for row in rows], indent=2))
+        return
+    if not rows:
+        click.echo("no parked events")
+    for row in rows:
+        click.echo(
+            f"{row.projector} position {row.position} {row.account} {row.service} {row.node}: "
+            f"{row.error}"
+        )
+
+
+@parked.command("retry")
+@click.option("--name", default="main", show_default=True, help="Projector checkpoint name.")
+@click.pass_obj
+def parked_retry(app: AppContext, name: str) -> None:
+    """Apply parked events again, node by node, in order."""
+    applied, remaining = retry_parked(app.engine(), default_registry(), name)
+    click.echo(f"applied {applied}; still parked {remaining}")
+
+
+@parked.command("drop")
+@click.option("--name", default="main", show_default=True, help="Projector checkpoint name.")
+@click.option("--position", type=int, help="Only this event (default: all parked events).")
+@click.pass_obj
+def parked_drop(app: AppContext, name: str, position: int | None) -> None:
+    """Give up on parked events (they stay in the log, unapplied)."""
+    click.echo(f"dropped {drop_parked(app.engine(), name, position=position)}")

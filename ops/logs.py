@@ -1,0 +1,45 @@
+"""Structured logs for the daemons: one JSON object per line on standard error.
+
+Each line carries time, level, logger and message, plus any ``extra={...}`` fields given at the
+call site (``position``, ``service``, ``node``, ``owner``...), so logs can be filtered by field.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as one JSON line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as JSON, with its extra fields."""
+        data: dict[str, object] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                data[key] = value
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Send every logger's records at ``level`` and above to stderr as JSON lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # slixmpp is chatty at INFO about every stream feature; keep its warnings.
+    logging.getLogger("slixmpp").setLevel(max(logging.WARNING, root.level))

@@ -1,0 +1,84 @@
+"""What ``pubsub-cache status`` reports: the log's head, each checkpoint and its lag, parked
+events, nodes by sync state, rejected notifications. Read-only; safe while daemons run."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from pubsub_cache.events.log import head_in
+from pubsub_cache.events.schema import event_table
+from pubsub_cache.projector.schema import (
+    SYNC_STATES,
+    parked_event,
+    projector_checkpoint,
+    pubsub_counter,
+    pubsub_node,
+)
+
+
+class CheckpointStatus(msgspec.Struct, frozen=True):
+    """One projector checkpoint and how far behind the log it is."""
+
+    name: str
+    position: int
+    lag_events: int
+    lag_seconds: float
+    """Age of the oldest event not applied yet (0 when caught up)."""
+    lease_owner: str | None
+    lease_expires_in: float | None
+
+
+class Status(msgspec.Struct, frozen=True):
+    """The whole report."""
+
+    head: int
+    checkpoints: list[CheckpointStatus]
+    parked: int
+    nodes: dict[str, int]
+    items: int
+    rejected: int
+
+
+def read_status(connection: Connection, *, now: float | None = None) -> Status:
+    """The status of the cache stored on ``connection``'s database."""
+    now = time.time() if now is None else now
+    head = head_in(connection)
+    checkpoints = []
+    for row in connection.execute(sa.select(projector_checkpoint).order_by("name")):
+        lag_seconds = 0.0
+        if row.position < head:
+            oldest = connection.execute(
+                sa.select(sa.func.min(event_table.c.recorded_at)).where(
+                    event_table.c.position > row.position
+                )
+            ).scalar()
+            lag_seconds = max(0.0, now - oldest) if oldest is not None else 0.0
+        expires = None if row.lease_expires is None else row.lease_expires - now
+        checkpoints.append(
+            CheckpointStatus(
+                row.name, row.position, head - row.position, lag_seconds, row.lease_owner, expires
+            )
+        )
+    nodes: dict[str, int] = dict.fromkeys(SYNC_STATES, 0)
+    counted = sa.select(pubsub_node.c.sync_state, sa.func.count()).group_by(
+        pubsub_node.c.sync_state
+    )
+    for state, count in connection.execute(counted):
+        nodes[state] = count
+    items = connection.execute(sa.select(sa.func.sum(pubsub_node.c.item_count))).scalar() or 0
+    parked = connection.execute(sa.select(sa.func.count()).select_from(parked_event)).scalar_one()
+    rejected = connection.execute(
+        sa.select(sa.func.sum(pubsub_counter.c.value)).where(pubsub_counter.c.name == "rejected")
+    ).scalar()
+    return Status(head, checkpoints, parked, nodes, int(items), int(rejected or 0))
+
+
+def as_builtins(status: Status) -> dict[str, Any]:
+    """The report as plain data, for ``--json``."""
+    data: dict[str, Any] = msgspec.to_builtins(status)
+    return data
