@@ -35,16 +35,18 @@ def published(
     )
 
 
-def retracted(*item_ids: str, node: str = NODE, when: float = 0) -> ItemsRetracted:
+def retracted(
+    *item_ids: str, node: str = NODE, when: float = 0, account: str = ACCOUNT
+) -> ItemsRetracted:
     """An ItemsRetracted event for ``item_ids``."""
     return ItemsRetracted(
-        account=ACCOUNT, service=SERVICE, node=node, observed_at=at(when), item_ids=list(item_ids)
+        account=account, service=SERVICE, node=node, observed_at=at(when), item_ids=list(item_ids)
     )
 
 
-def purged(node: str = NODE, when: float = 0) -> NodePurged:
+def purged(node: str = NODE, when: float = 0, account: str = ACCOUNT) -> NodePurged:
     """A NodePurged event."""
-    return NodePurged(account=ACCOUNT, service=SERVICE, node=node, observed_at=at(when))
+    return NodePurged(account=account, service=SERVICE, node=node, observed_at=at(when))
 
 
 def atom(title: str, *, published: str | None = None) -> str:
