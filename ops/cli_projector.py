@@ -72,12 +72,16 @@ def project(
         projector.release()
         click.echo(f"applied {applied} events; checkpoint {projector.name} caught up")
         return
-    anyio.run(_run_until_signalled, projector)
+    anyio.run(_run_until_signalled, projector, app.settings.metrics_port)
 
 
-async def _run_until_signalled(projector: Projector) -> None:
+async def _run_until_signalled(projector: Projector, metrics_port: int | None) -> None:
     async with anyio.create_task_group() as group:
         group.start_soon(_stop_on_signal, group.cancel_scope)
+        if metrics_port is not None:
+            from .metrics import serve_metrics
+
+            await group.start(serve_metrics, projector.engine, metrics_port)
         await group.start(_follow, projector)
         log.info("projector %s following the log", projector.name, extra={"owner": projector.owner})
 

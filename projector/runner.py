@@ -95,6 +95,11 @@ class Projector:
         self.owner = owner or checkpoint.new_owner()
         self._log = EventLog(engine)
 
+    @property
+    def engine(self) -> Engine:
+        """The database the projector reads and writes."""
+        return self._engine
+
     def run_once(self) -> BatchResult:
         """Apply at most one batch; says whether this projector holds the lease."""
         try:

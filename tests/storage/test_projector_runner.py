@@ -19,7 +19,7 @@ from pubsub_cache.projector.analysers import Analyser, AnalyserRegistry, NodeInf
 from pubsub_cache.projector.digest import read_model_digest
 from pubsub_cache.projector.parking import list_parked
 from pubsub_cache.projector.retry import drop_parked, retry_parked
-from pubsub_cache.projector.runner import Projector
+from pubsub_cache.projector.runner import Partition, Projector
 from pubsub_cache.projector.schema import pubsub_item, pubsub_node
 
 
@@ -200,3 +200,21 @@ def test_random_histories_match_a_reference_model(
             counts[node] = count
     assert stored == {node: found for node, found in reference.items() if found}
     assert counts == {node: len(found) for node, found in reference.items() if node in counts}
+
+
+def test_partitioned_projectors_build_the_same_read_model(
+    engine: Engine, event_log: EventLog, tmp_path: object
+) -> None:
+    events = history()
+    event_log.append(events)
+    for index in range(3):
+        partition = Partition(index, 3)
+        projector = Projector(engine, registry=default_registry(), partition=partition)
+        assert projector.name == f"main/{index}-of-3"
+        projector.catch_up()
+    single = create_engine(f"sqlite:///{tmp_path}/single.sqlite3")
+    ensure_schema(single)
+    EventLog(single).append(events)
+    Projector(single, registry=default_registry()).catch_up()
+    assert digest(engine) == digest(single)
+    single.dispose()

@@ -1,0 +1,87 @@
+"""Prometheus metrics in the text exposition format, on an optional port of the daemons.
+
+Every scrape reads the same figures as ``pubsub-cache status`` from the database, so the numbers
+are right whichever process (ingest, projector) serves them.
+"""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+from anyio.abc import SocketStream, TaskStatus
+from sqlalchemy.engine import Engine
+
+from pubsub_cache.projector.status import Status, read_status
+
+
+def render(status: Status) -> str:
+    """``status`` as Prometheus text."""
+    lines = [
+        "# HELP pubsub_cache_log_head Highest position in the event log.",
+        "# TYPE pubsub_cache_log_head gauge",
+        f"pubsub_cache_log_head {status.head}",
+        "# HELP pubsub_cache_checkpoint_position Position each projector has applied up to.",
+        "# TYPE pubsub_cache_checkpoint_position gauge",
+    ]
+    for point in status.checkpoints:
+        lines.append(f'pubsub_cache_checkpoint_position{{name="{point.name}"}} {point.position}')
+    lines += [
+        "# HELP pubsub_cache_lag_events Events not applied yet, per projector.",
+        "# TYPE pubsub_cache_lag_events gauge",
+    ]
+    for point in status.checkpoints:
+        lines.append(f'pubsub_cache_lag_events{{name="{point.name}"}} {point.lag_events}')
+    lines += [
+        "# HELP pubsub_cache_lag_seconds Age of the oldest event not applied yet.",
+        "# TYPE pubsub_cache_lag_seconds gauge",
+    ]
+    for point in status.checkpoints:
+        lines.append(f'pubsub_cache_lag_seconds{{name="{point.name}"}} {point.lag_seconds:.3f}')
+    lines += [
+        "# HELP pubsub_cache_nodes Cached nodes by sync state.",
+        "# TYPE pubsub_cache_nodes gauge",
+    ]
+    for state, count in status.nodes.items():
+        lines.append(f'pubsub_cache_nodes{{state="{state}"}} {count}')
+    lines += [
+        "# TYPE pubsub_cache_items gauge",
+        f"pubsub_cache_items {status.items}",
+        "# TYPE pubsub_cache_parked_events gauge",
+        f"pubsub_cache_parked_events {status.parked}",
+        "# HELP pubsub_cache_rejected_notifications_total Notifications refused as spoofed.",
+        "# TYPE pubsub_cache_rejected_notifications_total counter",
+        f"pubsub_cache_rejected_notifications_total {status.rejected}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+async def serve_metrics(
+    engine: Engine,
+    port: int,
+    *,
+    host: str = "127.0.0.1",
+    task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Answer every HTTP request on ``host:port`` with the metrics; runs until cancelled."""
+    listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
+
+    async def handle(stream: SocketStream) -> None:
+        async with stream:
+            with anyio.move_on_after(5):
+                await stream.receive(4096)  # the request itself does not matter
+                body = await anyio.to_thread.run_sync(_scrape, engine)
+                head = (
+                    "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n"
+                )
+                await stream.send(head.encode() + body)
+
+    async with listener:
+        task_status.started(listener.extra(anyio.abc.SocketAttribute.local_port))
+        await listener.serve(handle)
+
+
+def _scrape(engine: Engine) -> bytes:
+    with engine.connect() as connection:
+        return render(read_status(connection, now=time.time())).encode()

@@ -1,0 +1,129 @@
+"""``pubsub-cache project``, ``status`` and ``parked`` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from helpers import published
+from pubsub_cache.events.log import EventLog
+from pubsub_cache.projector.schema import projector_checkpoint
+
+CLI = str(Path(sys.executable).parent / "pubsub-cache")
+
+
+def environment(url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PUBSUB_CACHE_")}
+    return {**env, "PUBSUB_CACHE_DATABASE_URL": url, **extra}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(condition: object, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(condition) and condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def status(url: str) -> dict[str, object]:
+    result = subprocess.run(
+        [CLI, "status", "--json"], capture_output=True, text=True, env=environment(url), timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    data: dict[str, object] = json.loads(result.stdout)
+    return data
+
+
+def test_project_follows_the_log_serves_metrics_and_stops_cleanly_on_sigterm(
+    database_url: str, engine: Engine, event_log: EventLog
+) -> None:
+    port = free_port()
+    env = environment(database_url, PUBSUB_CACHE_METRICS_PORT=str(port))
+    process = subprocess.Popen(
+        [CLI, "project", "--lease-seconds", "30"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        event_log.append([published("1"), published("2")])
+
+        def caught_up() -> bool:
+            with engine.connect() as connection:
+                position = connection.execute(sa.select(projector_checkpoint.c.position)).scalar()
+            return position == 2
+
+        wait_until(caught_up)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+            metrics = answer.read().decode()
+        assert "pubsub_cache_log_head 2" in metrics
+        assert 'pubsub_cache_lag_events{name="main"} 0' in metrics
+        assert 'pubsub_cache_nodes{state="NONE"} 1' in metrics
+        process.send_signal(signal.SIGTERM)
+        _, errors = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, errors
+    assert "received SIGTERM" in errors
+    with engine.connect() as connection:
+        assert connection.execute(sa.select(projector_checkpoint.c.lease_owner)).scalar() is None
+
+
+def test_status_shows_lag_until_the_projector_runs(
+    database_url: str, engine: Engine, event_log: EventLog
+) -> None:
+    event_log.append([published("1"), published("2"), published("3")])
+    before = status(database_url)
+    assert before["head"] == 3
+    assert before["checkpoints"] == []
+    ran = subprocess.run(
+        [CLI, "project", "--until-caught-up"],
+        capture_output=True,
+        text=True,
+        env=environment(database_url),
+        timeout=60,
+    )
+    assert ran.returncode == 0, ran.stderr
+    after = status(database_url)
+    (point,) = after["checkpoints"]  # type: ignore[misc]
+    assert (point["position"], point["lag_events"], point["lag_seconds"]) == (3, 0, 0.0)
+    assert after["items"] == 3
+    assert after["nodes"] == {
+        "NONE": 1,
+        "IN_PROGRESS": 0,
+        "COMPLETED": 0,
+        "PARTIAL": 0,
+        "ERROR": 0,
+    }
+    event_log.append([published("4")])
+    lagging = status(database_url)
+    assert lagging["checkpoints"][0]["lag_events"] == 1  # type: ignore[index]
+    assert lagging["checkpoints"][0]["lag_seconds"] >= 0  # type: ignore[index]
+
+
+def test_parked_list_says_when_nothing_is_parked(database_url: str, engine: Engine) -> None:
+    result = subprocess.run(
+        [CLI, "parked", "list"], capture_output=True, text=True, env=environment(database_url)
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "no parked events"
