@@ -105,7 +105,9 @@ def test_status_shows_lag_until_the_projector_runs(
     )
     assert ran.returncode == 0, ran.stderr
     after = status(database_url)
-    (point,) = after["checkpoints"]  # type: ignore[misc]
+    checkpoints = after["checkpoints"]
+    assert isinstance(checkpoints, list)
+    (point,) = checkpoints
     assert (point["position"], point["lag_events"], point["lag_seconds"]) == (3, 0, 0.0)
     assert after["items"] == 3
     assert after["nodes"] == {
