@@ -50,12 +50,13 @@ def target_metadata() -> MetaData:
     return metadata
 
 
-#: Objects the migrations create that the metadata cannot declare (dialect-specific search).
-UNDECLARED = ("pubsub_item_fts", "search_vector", "ix_pubsub_item_search")
+#: Objects the metadata does not declare: dialect-specific search objects, which the migrations
+#: create, and the shadow tables a rebuild (``replay``) creates and drops by itself.
+UNDECLARED = ("pubsub_item_fts", "search_vector", "ix_pubsub_item_search", "rebuild_")
 
 
 def include_name(name: str | None, _type: str, _parents: object) -> bool:
-    """Autogenerate filter: skip the full-text search objects (see :data:`UNDECLARED`)."""
+    """Autogenerate filter: skip what the metadata does not declare (see :data:`UNDECLARED`)."""
     return not (name and name.startswith(UNDECLARED))
 
 

@@ -40,7 +40,7 @@ from pubsub_cache.events import (
 from pubsub_cache.projector.analysers import Analyser, AnalyserRegistry, NodeInfo
 from pubsub_cache.projector.items import ItemWriter
 from pubsub_cache.projector.payloads import payload_namespace
-from pubsub_cache.projector.schema import pubsub_counter, pubsub_item, pubsub_node
+from pubsub_cache.projector.schema import LIVE, ReadModel
 
 NodeKey = tuple[str, str, str]
 
@@ -58,12 +58,15 @@ class NodeRow:
 class BatchApplier:
     """Applies events to the read model on ``connection``; call :meth:`finish` before commit."""
 
-    def __init__(self, connection: Connection, registry: AnalyserRegistry) -> None:
+    def __init__(
+        self, connection: Connection, registry: AnalyserRegistry, tables: ReadModel = LIVE
+    ) -> None:
         self._connection = connection
+        self._tables = tables
         self._registry = registry
         self._analysers = {analyser.name: analyser for analyser in registry.analysers}
         self._nodes: dict[NodeKey, NodeRow] = {}
-        self._items = ItemWriter(connection)
+        self._items = ItemWriter(connection, tables)
         self._touched: dict[int, tuple[int, float]] = {}
         self._recount: set[int] = set()
 
@@ -89,10 +92,10 @@ class BatchApplier:
                     self._items.retract(node.id, item_id)
             case NodePurged():
                 node = self._node(event, position)
-                self._items.delete_where(pubsub_item.c.node_id == node.id, nodes=[node.id])
+                self._items.delete_where(self._tables.item.c.node_id == node.id, nodes=[node.id])
             case NodeDeleted(redirect=redirect):
                 node = self._node(event, position)
-                self._items.delete_where(pubsub_item.c.node_id == node.id, nodes=[node.id])
+                self._items.delete_where(self._tables.item.c.node_id == node.id, nodes=[node.id])
                 node.sync_id = None
                 self._update(node, deleted=True, redirect=redirect, sync_state="NONE", sync_id=None)
             case NodeConfigured(form=form):
@@ -164,13 +167,15 @@ class BatchApplier:
     def finish(self) -> None:
         """Write what is buffered and the bookkeeping of every node the batch touched."""
         self._items.flush()
-        node = pubsub_node.c
+        node = self._tables.node.c
         if self._recount:
             count = (
-                sa.select(sa.func.count()).where(pubsub_item.c.node_id == node.id).scalar_subquery()
+                sa.select(sa.func.count())
+                .where(self._tables.item.c.node_id == node.id)
+                .scalar_subquery()
             )
             self._connection.execute(
-                pubsub_node.update()
+                self._tables.node.update()
                 .where(node.id == sa.bindparam("node_id"))
                 .values(item_count=count),
                 [{"node_id": node_id} for node_id in self._recount],
@@ -178,7 +183,7 @@ class BatchApplier:
             self._recount.clear()
         if self._touched:
             self._connection.execute(
-                pubsub_node.update()
+                self._tables.node.update()
                 .where(node.id == sa.bindparam("node_id"))
                 .values(updated_position=sa.bindparam("position"), updated_at=sa.bindparam("when")),
                 [
@@ -202,7 +207,7 @@ class BatchApplier:
         return node
 
     def _load_node(self, key: NodeKey) -> NodeRow | None:
-        columns = pubsub_node.c
+        columns = self._tables.node.c
         row = self._connection.execute(
             sa.select(columns.id, columns.analyser, columns.sync_id, columns.sync_position).where(
                 columns.account == key[0], columns.service == key[1], columns.node == key[2]
@@ -222,7 +227,7 @@ class BatchApplier:
         analyser = self._match(key, items)
         node_type, subtype = analyser.node_type(_info(key)) if analyser else (None, None)
         node_id = self._connection.execute(
-            pubsub_node.insert()
+            self._tables.node.insert()
             .values(
                 account=key[0],
                 service=key[1],
@@ -235,7 +240,7 @@ class BatchApplier:
                 updated_position=position,
                 updated_at=when,
             )
-            .returning(pubsub_node.c.id)
+            .returning(self._tables.node.c.id)
         ).scalar_one()
         node = NodeRow(node_id, analyser, None, None)
         self._nodes[key] = node
@@ -260,7 +265,7 @@ class BatchApplier:
 
     def _update(self, node: NodeRow, **values: Any) -> None:
         self._connection.execute(
-            pubsub_node.update().where(pubsub_node.c.id == node.id).values(**values)
+            self._tables.node.update().where(self._tables.node.c.id == node.id).values(**values)
         )
 
     def _complete_sync(
@@ -270,9 +275,12 @@ class BatchApplier:
             # Items neither in this sync nor (re)published since it started are gone from the
             # server; a partial sync cannot tell, so it removes nothing (invariant 6).
             stale = sa.and_(
-                pubsub_item.c.node_id == node.id,
-                sa.or_(pubsub_item.c.synced_by.is_(None), pubsub_item.c.synced_by != sync_id),
-                pubsub_item.c.updated_position < (node.sync_position or 0),
+                self._tables.item.c.node_id == node.id,
+                sa.or_(
+                    self._tables.item.c.synced_by.is_(None),
+                    self._tables.item.c.synced_by != sync_id,
+                ),
+                self._tables.item.c.updated_position < (node.sync_position or 0),
             )
             self._items.delete_where(stale, nodes=[node.id])
         self._update(
@@ -283,33 +291,35 @@ class BatchApplier:
         )
 
     def _scope(self, event: CachePurged | CacheReset) -> sa.ColumnElement[bool]:
-        clauses = [pubsub_node.c.account == event.account]
+        clauses = [self._tables.node.c.account == event.account]
         if event.service is not None:
-            clauses.append(pubsub_node.c.service == event.service)
+            clauses.append(self._tables.node.c.service == event.service)
         if event.node is not None:
-            clauses.append(pubsub_node.c.node == event.node)
+            clauses.append(self._tables.node.c.node == event.node)
         if isinstance(event, CachePurged) and event.node_type is not None:
-            clauses.append(pubsub_node.c.type == event.node_type)
+            clauses.append(self._tables.node.c.type == event.node_type)
         return sa.and_(*clauses)
 
     def _purge(self, event: CachePurged, when: float) -> None:
         scope = self._scope(event)
         node_ids = list(
-            self._connection.execute(sa.select(pubsub_node.c.id).where(scope)).scalars()
+            self._connection.execute(sa.select(self._tables.node.c.id).where(scope)).scalars()
         )
         if not node_ids:
             return
-        condition: sa.ColumnElement[bool] = pubsub_item.c.node_id.in_(node_ids)
+        condition: sa.ColumnElement[bool] = self._tables.item.c.node_id.in_(node_ids)
         if event.older_than is not None:
-            condition = sa.and_(condition, pubsub_item.c.updated_at < event.older_than.timestamp())
+            condition = sa.and_(
+                condition, self._tables.item.c.updated_at < event.older_than.timestamp()
+            )
             state, reason = "PARTIAL", f"items older than {event.older_than} purged by operator"
         else:
             state, reason = "NONE", "purged by operator"
         self._items.delete_where(condition, nodes=node_ids)
         # A synced node that lost items must not claim to be complete any more.
         self._connection.execute(
-            pubsub_node.update()
-            .where(scope, pubsub_node.c.sync_state.in_(("COMPLETED", "PARTIAL")))
+            self._tables.node.update()
+            .where(scope, self._tables.node.c.sync_state.in_(("COMPLETED", "PARTIAL")))
             .values(sync_state=state, sync_reason=reason, sync_at=when)
         )
         self._recount.update(node_ids)
@@ -317,10 +327,10 @@ class BatchApplier:
     def _reset(self, event: CacheReset) -> None:
         scope = self._scope(event)
         node_ids = list(
-            self._connection.execute(sa.select(pubsub_node.c.id).where(scope)).scalars()
+            self._connection.execute(sa.select(self._tables.node.c.id).where(scope)).scalars()
         )
-        self._items.delete_where(pubsub_item.c.node_id.in_(node_ids), nodes=node_ids)
-        self._connection.execute(pubsub_node.delete().where(scope))
+        self._items.delete_where(self._tables.item.c.node_id.in_(node_ids), nodes=node_ids)
+        self._connection.execute(self._tables.node.delete().where(scope))
         self._nodes.clear()
         for node_id in node_ids:
             self._touched.pop(node_id, None)
@@ -328,13 +338,13 @@ class BatchApplier:
 
     def _count(self, account: str, name: str) -> None:
         updated = self._connection.execute(
-            pubsub_counter.update()
-            .where(pubsub_counter.c.account == account, pubsub_counter.c.name == name)
-            .values(value=pubsub_counter.c.value + 1)
+            self._tables.counter.update()
+            .where(self._tables.counter.c.account == account, self._tables.counter.c.name == name)
+            .values(value=self._tables.counter.c.value + 1)
         )
         if updated.rowcount == 0:
             self._connection.execute(
-                pubsub_counter.insert().values(account=account, name=name, value=1)
+                self._tables.counter.insert().values(account=account, name=name, value=1)
             )
 
 

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from pubsub_cache.events import Item
 from pubsub_cache.projector.analysers import Analyser
 from pubsub_cache.projector.payloads import parse_columns, payload_hash
-from pubsub_cache.projector.schema import pubsub_item
+from pubsub_cache.projector.schema import LIVE, ReadModel
 
 ItemKey = tuple[int, str]
 _CHUNK = 500
@@ -37,14 +37,15 @@ class Stored:
 class ItemWriter:
     """Buffers item changes for one batch on ``connection``; :meth:`flush` writes them."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, tables: ReadModel = LIVE) -> None:
         self._connection = connection
+        self._tables = tables
         self._known: dict[ItemKey, Stored | None] = {}
         self._upserts: dict[ItemKey, list[Any]] = {}
         self._deletes: set[ItemKey] = set()
         self._synced: dict[ItemKey, str] = {}
         self._empty: set[int] = set()
-        self._upsert = _upsert_statement(connection.dialect.name)
+        self._upsert = _upsert_statement(connection.dialect.name, tables.item.name)
 
     def node_created(self, node_id: int) -> None:
         """A node created in this batch holds no item yet: nothing to look up for it."""
@@ -57,7 +58,7 @@ class ItemWriter:
             for item_id in wanted:
                 self._known[(node_id, item_id)] = None
             return
-        columns = pubsub_item.c
+        columns = self._tables.item.c
         for start in range(0, len(wanted), _CHUNK):
             chunk = wanted[start : start + _CHUNK]
             for item_id in chunk:
@@ -138,7 +139,7 @@ class ItemWriter:
     def delete_where(self, condition: sa.ColumnElement[bool], *, nodes: Iterable[int]) -> None:
         """Delete every item matching ``condition`` (items of ``nodes`` only) right away."""
         self.flush()
-        self._connection.execute(pubsub_item.delete().where(condition))
+        self._connection.execute(self._tables.item.delete().where(condition))
         affected = set(nodes)
         self._empty -= affected
         for key in [key for key in self._known if key[0] in affected]:
@@ -146,7 +147,7 @@ class ItemWriter:
 
     def flush(self) -> None:
         """Write everything buffered: deletions first, so a re-publication starts afresh."""
-        columns = pubsub_item.c
+        columns = self._tables.item.c
         if self._deletes:
             by_node: dict[int, list[str]] = defaultdict(list)
             for node_id, item_id in self._deletes:
@@ -154,7 +155,7 @@ class ItemWriter:
             for node_id, item_ids in by_node.items():
                 for start in range(0, len(item_ids), _CHUNK):
                     self._connection.execute(
-                        pubsub_item.delete().where(
+                        self._tables.item.delete().where(
                             columns.node_id == node_id,
                             columns.item_id.in_(item_ids[start : start + _CHUNK]),
                         )
@@ -167,7 +168,7 @@ class ItemWriter:
             self._upserts.clear()
         if self._synced:
             self._connection.execute(
-                pubsub_item.update()
+                self._tables.item.update()
                 .where(
                     columns.node_id == sa.bindparam("key_node"),
                     columns.item_id == sa.bindparam("key_item"),
@@ -192,7 +193,7 @@ _ROW = (
 _SYNCED_BY = _ROW.index("synced_by")
 
 
-def _upsert_statement(dialect: str) -> str:
+def _upsert_statement(dialect: str, table: str) -> str:
     # Plain SQL through the driver's executemany: Core's per-row parameter processing cost a
     # fifth of the projection rate (ops/bench/project.py). Both databases speak this upsert.
     mark = "%s" if dialect == "postgresql" else "?"
@@ -202,6 +203,6 @@ def _upsert_statement(dialect: str) -> str:
         f"{name} = excluded.{name}" for name in _ROW if name not in _KEEP_ON_CONFLICT
     )
     return (
-        f"INSERT INTO pubsub_item ({', '.join(_ROW)}) VALUES ({values}) "
+        f"INSERT INTO {table} ({', '.join(_ROW)}) VALUES ({values}) "
         f"ON CONFLICT (node_id, item_id) DO UPDATE SET {updates}"
     )

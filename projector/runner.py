@@ -32,6 +32,7 @@ from pubsub_cache.events.log import EventLog, RawRecord, read_raw_in
 from pubsub_cache.projector import checkpoint, parking
 from pubsub_cache.projector.analysers import AnalyserRegistry
 from pubsub_cache.projector.apply import BatchApplier
+from pubsub_cache.projector.schema import LIVE, ReadModel
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,10 @@ class Projector:
         batch_size: int = 500,
         lease_seconds: float = 15.0,
         owner: str | None = None,
+        tables: ReadModel = LIVE,
     ) -> None:
         self._engine = engine
+        self._tables = tables
         self._registry = registry
         self.name = partition.checkpoint_name(name)
         self._partition = partition
@@ -171,13 +174,13 @@ class Projector:
             records = read_raw_in(connection, after=position, limit=self._batch_size)
             if not records:
                 return BatchResult(leader=True, position=position)
-            batch = _Batch(connection, self.name, now)
+            batch = _Batch(connection, self.name, now, self._tables)
             todo = batch.admit(r for r in records if self._partition.owns(r))
             if one_by_one:
                 for event_position, event in todo:
                     batch.apply_alone(self._registry, event_position, event)
             else:
-                applier = BatchApplier(connection, self._registry)
+                applier = BatchApplier(connection, self._registry, self._tables)
                 applier.prefetch(event for _, event in todo)
                 for event_position, event in todo:
                     applier.apply(event_position, event)
@@ -197,8 +200,11 @@ class Projector:
 class _Batch:
     """The parking side of one batch: which events may be applied, which must wait."""
 
-    def __init__(self, connection: Connection, projector: str, now: float) -> None:
+    def __init__(
+        self, connection: Connection, projector: str, now: float, tables: ReadModel
+    ) -> None:
         self._connection = connection
+        self._tables = tables
         self._projector = projector
         self._now = now
         self._blocked = parking.parked_scopes(connection, projector)
@@ -225,7 +231,7 @@ class _Batch:
             return
         savepoint = self._connection.begin_nested()
         try:
-            applier = BatchApplier(self._connection, registry)
+            applier = BatchApplier(self._connection, registry, self._tables)
             applier.apply(position, event)
             applier.finish()
             savepoint.commit()

@@ -12,6 +12,9 @@ migration; the autogenerate comparison ignores it (see ``migrations/api.py``).
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
@@ -21,66 +24,103 @@ JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 SYNC_STATES = ("NONE", "IN_PROGRESS", "COMPLETED", "PARTIAL", "ERROR")
 
-pubsub_node = sa.Table(
-    "pubsub_node",
-    metadata,
-    sa.Column("id", Position, primary_key=True, autoincrement=True),
-    sa.Column("account", sa.Text, nullable=False),
-    sa.Column("service", sa.Text, nullable=False),
-    sa.Column("node", sa.Text, nullable=False),
-    sa.Column("analyser", sa.String(64)),
-    sa.Column("type", sa.String(64)),
-    sa.Column("subtype", sa.String(64)),
-    sa.Column("to_sync", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Column("sync_state", sa.String(16), nullable=False, server_default="NONE"),
-    sa.Column("sync_reason", sa.Text, comment="why PARTIAL or ERROR"),
-    sa.Column("sync_at", sa.Float, comment="when sync_state last changed"),
-    sa.Column("sync_id", sa.Text, comment="the sync in progress or last finished"),
-    sa.Column("sync_position", sa.BigInteger, comment="log position of the SyncStarted"),
-    sa.Column("sync_requested_position", sa.BigInteger, comment="pending SyncRequested"),
-    sa.Column("subscribed", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Column("subscription", sa.String(16)),
-    sa.Column("configuration", JSONType),
-    sa.Column("item_count", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("deleted", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.Column("redirect", sa.Text),
-    sa.Column("created_position", sa.BigInteger, nullable=False),
-    sa.Column("updated_position", sa.BigInteger, nullable=False),
-    sa.Column("updated_at", sa.Float, nullable=False),
-    sa.UniqueConstraint("account", "service", "node"),
-    sa.CheckConstraint(f"sync_state IN {SYNC_STATES!r}", name="sync_state"),
-)
 
-pubsub_item = sa.Table(
-    "pubsub_item",
-    metadata,
-    sa.Column("id", Position, primary_key=True, autoincrement=True),
-    sa.Column(
-        "node_id",
-        Position,
-        sa.ForeignKey("pubsub_node.id", ondelete="CASCADE"),
-        nullable=False,
-    ),
-    sa.Column("item_id", sa.Text, nullable=False),
-    sa.Column("publisher", sa.Text),
-    sa.Column("payload", sa.Text, comment="raw XML of the payload element; NULL if notify-only"),
-    sa.Column("parsed", JSONType, comment="the parser's JSON; NULL if none or parse failed"),
-    sa.Column("parse_error", sa.Text),
-    sa.Column("parser", sa.String(64)),
-    sa.Column("parser_version", sa.Integer),
-    sa.Column("text", sa.Text, comment="plain text the parser extracted, for full-text search"),
-    sa.Column("payload_hash", sa.String(64)),
-    sa.Column("published_at", sa.Float, nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("updated_at", sa.Float, nullable=False),
-    sa.Column("created_position", sa.BigInteger, nullable=False),
-    sa.Column("updated_position", sa.BigInteger, nullable=False),
-    sa.Column("synced_by", sa.Text, comment="sync_id of the last sync page holding the item"),
-    sa.UniqueConstraint("node_id", "item_id"),
-    sa.Index("ix_pubsub_item_node_created", "node_id", "created_position"),
-    sa.Index("ix_pubsub_item_node_updated", "node_id", "updated_position"),
-    sa.Index("ix_pubsub_item_node_published", "node_id", "published_at"),
-)
+@dataclass(frozen=True)
+class ReadModel:
+    """The tables the apply rules write: the live ones, or the shadow ones of a rebuild."""
+
+    node: sa.Table
+    item: sa.Table
+    counter: sa.Table
+    """Counters kept by the projector, e.g. rejected notifications (``rejected``) per account."""
+
+
+def _read_model(metadata: sa.MetaData, prefix: str) -> ReadModel:
+    node = sa.Table(
+        f"{prefix}pubsub_node",
+        metadata,
+        sa.Column("id", Position, primary_key=True, autoincrement=True),
+        sa.Column("account", sa.Text, nullable=False),
+        sa.Column("service", sa.Text, nullable=False),
+        sa.Column("node", sa.Text, nullable=False),
+        sa.Column("analyser", sa.String(64)),
+        sa.Column("type", sa.String(64)),
+        sa.Column("subtype", sa.String(64)),
+        sa.Column("to_sync", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("sync_state", sa.String(16), nullable=False, server_default="NONE"),
+        sa.Column("sync_reason", sa.Text, comment="why PARTIAL or ERROR"),
+        sa.Column("sync_at", sa.Float, comment="when sync_state last changed"),
+        sa.Column("sync_id", sa.Text, comment="the sync in progress or last finished"),
+        sa.Column("sync_position", sa.BigInteger, comment="log position of the SyncStarted"),
+        sa.Column("sync_requested_position", sa.BigInteger, comment="pending SyncRequested"),
+        sa.Column("subscribed", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("subscription", sa.String(16)),
+        sa.Column("configuration", JSONType),
+        sa.Column("item_count", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("deleted", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("redirect", sa.Text),
+        sa.Column("created_position", sa.BigInteger, nullable=False),
+        sa.Column("updated_position", sa.BigInteger, nullable=False),
+        sa.Column("updated_at", sa.Float, nullable=False),
+        sa.UniqueConstraint("account", "service", "node"),
+        sa.CheckConstraint(f"sync_state IN {SYNC_STATES!r}", name="sync_state"),
+    )
+
+    item = sa.Table(
+        f"{prefix}pubsub_item",
+        metadata,
+        sa.Column("id", Position, primary_key=True, autoincrement=True),
+        sa.Column(
+            "node_id",
+            Position,
+            sa.ForeignKey(f"{prefix}pubsub_node.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        sa.Column("item_id", sa.Text, nullable=False),
+        sa.Column("publisher", sa.Text),
+        sa.Column(
+            "payload", sa.Text, comment="raw XML of the payload element; NULL if notify-only"
+        ),
+        sa.Column("parsed", JSONType, comment="the parser's JSON; NULL if none or parse failed"),
+        sa.Column("parse_error", sa.Text),
+        sa.Column("parser", sa.String(64)),
+        sa.Column("parser_version", sa.Integer),
+        sa.Column("text", sa.Text, comment="plain text the parser extracted, for full-text search"),
+        sa.Column("payload_hash", sa.String(64)),
+        sa.Column("published_at", sa.Float, nullable=False),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("updated_at", sa.Float, nullable=False),
+        sa.Column("created_position", sa.BigInteger, nullable=False),
+        sa.Column("updated_position", sa.BigInteger, nullable=False),
+        sa.Column("synced_by", sa.Text, comment="sync_id of the last sync page holding the item"),
+        sa.UniqueConstraint("node_id", "item_id"),
+        sa.Index(f"ix_{prefix}pubsub_item_node_created", "node_id", "created_position"),
+        sa.Index(f"ix_{prefix}pubsub_item_node_updated", "node_id", "updated_position"),
+        sa.Index(f"ix_{prefix}pubsub_item_node_published", "node_id", "published_at"),
+    )
+
+    counter = sa.Table(
+        f"{prefix}pubsub_counter",
+        metadata,
+        sa.Column("account", sa.Text, primary_key=True),
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("value", sa.BigInteger, nullable=False, server_default="0"),
+    )
+    return ReadModel(node, item, counter)
+
+
+LIVE = _read_model(metadata, "")
+pubsub_node, pubsub_item, pubsub_counter = LIVE.node, LIVE.item, LIVE.counter
+
+#: Prefix of the shadow tables a rebuild fills before swapping them in (``replay``).
+SHADOW_PREFIX = "rebuild_"
+
+
+@functools.cache
+def shadow_read_model() -> ReadModel:
+    """The shadow tables, declared on a metadata of their own (the migrations do not own them)."""
+    return _read_model(sa.MetaData(naming_convention=metadata.naming_convention), SHADOW_PREFIX)
+
 
 projector_checkpoint = sa.Table(
     "projector_checkpoint",
@@ -106,12 +146,3 @@ parked_event = sa.Table(
     sa.UniqueConstraint("projector", "position"),
     sa.Index("ix_parked_event_scope", "projector", "account", "service", "node"),
 )
-
-pubsub_counter = sa.Table(
-    "pubsub_counter",
-    metadata,
-    sa.Column("account", sa.Text, primary_key=True),
-    sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("value", sa.BigInteger, nullable=False, server_default="0"),
-)
-"""Counters kept by the projector, e.g. rejected notifications (``rejected``) per account."""
