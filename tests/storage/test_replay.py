@@ -1,4 +1,4 @@
-"""``replay``: blue/green rebuild (invariant 3), interruption safety, resume, verify, new parsers."""
+"""``replay``: blue/green rebuild (invariant 3), interruption, resume, verify, new parsers."""
 
 from __future__ import annotations
 
@@ -86,9 +86,7 @@ def test_the_live_projector_goes_on_after_the_swap(engine: Engine, event_log: Ev
 class LoudMicroblog(MicroblogParser):
     """A "version 2" parser: titles in capitals."""
 
-    @property
-    def version(self) -> int:
-        return 2
+    version = 2
 
     def parse(self, element: object) -> ParsedPayload:
         parsed = super().parse(element)  # type: ignore[arg-type]
