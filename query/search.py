@@ -1,0 +1,207 @@
+"""Search over one account's cached items: filters on parsed JSON (:mod:`.filters`), on the node
+(service, node, type, subtype), on publication time, full-text words, ordering, limit/offset.
+
+Full text: the words of ``text`` (runs of letters and digits; everything else separates them)
+must all occur in the text the parser extracted: an FTS5 query of quoted words on SQLite, a
+``plainto_tsquery('simple', ...)`` on PostgreSQL. Nothing the user types reaches either query
+language unquoted.
+
+Orders: ``creation``, ``modification``, ``publication`` or a parsed path, ascending, or
+descending with a leading ``-`` (default ``-publication``: newest first). A path orders its
+values by JSON type first (numbers, strings, booleans, arrays, objects, null, missing) then by
+value (strings by code point), so both databases give one order; ties end on the row id.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from pubsub_cache.projector.schema import pubsub_item, pubsub_node
+
+from .cache import ORDER_KEYS, item_columns, to_item
+from .errors import InvalidOrder, InvalidPath, InvalidQuery
+from .filters import SQLITE_LOWER, Filter, Params, filter_clause
+from .model import SearchHit, SearchResult
+from .paths import parse_path
+
+MAX_LIMIT = 1000
+MAX_FILTERS = 32
+MAX_WORDS = 32
+_WORD = re.compile(r"[^\W_]+")
+_JSON = "pubsub_item.parsed"
+
+
+def search(
+    engine: Engine,
+    account: str,
+    *,
+    filters: Iterable[Filter] = (),
+    text: str | None = None,
+    service: str | None = None,
+    node: str | None = None,
+    type: str | None = None,
+    subtype: str | None = None,
+    published_after: datetime | None = None,
+    published_before: datetime | None = None,
+    order_by: str | Sequence[str] = "-publication",
+    limit: int = 20,
+    offset: int = 0,
+) -> SearchResult:
+    """The account's items matching every condition given, and how many match in all."""
+    dialect = engine.dialect.name
+    if not _is_int(limit) or not 1 <= limit <= MAX_LIMIT:
+        raise InvalidQuery(f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit!r}")
+    if not _is_int(offset) or offset < 0:
+        raise InvalidQuery(f"offset must be a non-negative integer, got {offset!r}")
+    specs = list(filters)
+    if len(specs) > MAX_FILTERS:
+        raise InvalidQuery(f"at most {MAX_FILTERS} filters, got {len(specs)}")
+    params = Params()
+    conditions: list[Any] = [pubsub_node.c.account == account]
+    for column, value in (
+        (pubsub_node.c.service, service),
+        (pubsub_node.c.node, node),
+        (pubsub_node.c.type, type),
+        (pubsub_node.c.subtype, subtype),
+    ):
+        if value is not None:
+            conditions.append(column == value)
+    if published_after is not None:
+        conditions.append(pubsub_item.c.published_at >= _seconds(published_after))
+    if published_before is not None:
+        conditions.append(pubsub_item.c.published_at < _seconds(published_before))
+    conditions.extend(filter_clause(spec, dialect, params) for spec in specs)
+    if text is not None:
+        conditions.append(_full_text(text, dialect))
+    ordering = order_clauses(order_by, dialect)
+    joined = pubsub_item.join(pubsub_node, pubsub_node.c.id == pubsub_item.c.node_id)
+    count = sa.select(sa.func.count()).select_from(joined).where(*conditions)
+    rows = (
+        sa.select(pubsub_node.c.service, pubsub_node.c.node, *item_columns(dialect))
+        .select_from(joined)
+        .where(*conditions)
+        .order_by(*ordering)
+        .limit(limit)
+        .offset(offset)
+    )
+    with engine.connect() as connection:
+        _prepare(connection)
+        total = int(connection.execute(count).scalar_one())
+        hits = [SearchHit(row[0], row[1], to_item(row, 2)) for row in connection.execute(rows)]
+    return SearchResult(hits, total, limit, offset)
+
+
+def words(text: str) -> list[str]:
+    """The words of a full-text query; raises when there is none."""
+    if not isinstance(text, str):
+        raise InvalidQuery(f"full-text search takes text, got {text!r}")
+    found = _WORD.findall(text)
+    if not found:
+        raise InvalidQuery(f"no word to search for in {text[:80]!r}")
+    if len(found) > MAX_WORDS:
+        raise InvalidQuery(f"at most {MAX_WORDS} words in a full-text search")
+    return found
+
+
+def _full_text(text: str, dialect: str) -> sa.TextClause:
+    found = words(text)
+    if dialect == "sqlite":
+        query = " ".join(f'"{word}"' for word in found)  # FTS5 strings: an implicit AND
+        sql = (
+            "pubsub_item.id IN (SELECT rowid FROM pubsub_item_fts "
+            "WHERE pubsub_item_fts MATCH :fts_query)"
+        )
+    else:
+        query = " ".join(found)
+        sql = "pubsub_item.search_vector @@ plainto_tsquery('simple', :fts_query)"
+    return sa.text(sql).bindparams(fts_query=query)
+
+
+def order_clauses(order_by: str | Sequence[str], dialect: str) -> list[Any]:
+    """ORDER BY terms for the named orders and parsed paths asked for, then the row id."""
+    keys = [order_by] if isinstance(order_by, str) else list(order_by)
+    if not keys or len(keys) > 8:
+        raise InvalidOrder(repr(order_by), "give 1 to 8 orders")
+    terms: list[Any] = []
+    for key in keys:
+        if not isinstance(key, str) or not key:
+            raise InvalidOrder(repr(key), "an order is a non-empty string")
+        descending = key.startswith("-")
+        name = key[1:] if key[0] in "+-" else key
+        if name in ORDER_KEYS:
+            columns: list[Any] = list(ORDER_KEYS[name])
+            terms.extend(column.desc() if descending else column.asc() for column in columns)
+            continue
+        try:
+            path = parse_path(name)
+        except InvalidPath as exc:
+            reason = f"neither {', '.join(ORDER_KEYS)} nor a valid path ({exc.reason})"
+            raise InvalidOrder(key, reason) from None
+        rank, number, string = _path_order(
+            path.sqlite if dialect == "sqlite" else path.postgres, dialect
+        )
+        terms.append(sa.literal_column(rank).asc())
+        for expression in (number, string):
+            column: Any = sa.literal_column(expression)
+            terms.append(column.desc() if descending else column.asc())
+    terms.append(pubsub_item.c.id.asc())
+    return terms
+
+
+def _path_order(path: str, dialect: str) -> tuple[str, str, str]:
+    if dialect == "sqlite":
+        kind = f"json_type({_JSON}, '{path}')"
+        value = f"json_extract({_JSON}, '{path}')"
+        rank = (
+            f"CASE {kind} WHEN 'integer' THEN 1 WHEN 'real' THEN 1 WHEN 'text' THEN 2 "
+            "WHEN 'false' THEN 3 WHEN 'true' THEN 3 WHEN 'array' THEN 4 WHEN 'object' THEN 5 "
+            "WHEN 'null' THEN 6 ELSE 7 END"
+        )
+        number = f"CASE WHEN {kind} IN ('integer', 'real', 'true', 'false') THEN {value} END"
+        string = f"CASE WHEN {kind} = 'text' THEN {value} END"
+        return rank, number, string
+    node = f"({_JSON} #> '{path}')"
+    scalar = f"({_JSON} #>> '{path}')"
+    rank = (
+        f"CASE jsonb_typeof({node}) WHEN 'number' THEN 1 WHEN 'string' THEN 2 "
+        "WHEN 'boolean' THEN 3 WHEN 'array' THEN 4 WHEN 'object' THEN 5 WHEN 'null' THEN 6 "
+        "ELSE 7 END"
+    )
+    number = (
+        f"CASE jsonb_typeof({node}) WHEN 'number' THEN CAST({scalar} AS numeric) "
+        f"WHEN 'boolean' THEN CASE WHEN {scalar} = 'true' THEN 1 ELSE 0 END END"
+    )
+    string = f"(CASE WHEN jsonb_typeof({node}) = 'string' THEN {scalar} END) COLLATE \"C\""
+    return rank, number, string
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _seconds(moment: datetime) -> float:
+    if not isinstance(moment, datetime) or moment.tzinfo is None:
+        raise InvalidQuery(f"publication bounds must be timezone-aware datetimes, got {moment!r}")
+    return moment.timestamp()
+
+
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _prepare(connection: Connection) -> None:
+    # ilike on SQLite lower-cases with Python's Unicode str.lower (SQLite's own lower() and
+    # LIKE fold ASCII only): a function registered once per pooled DB-API connection.
+    if connection.dialect.name != "sqlite":
+        return
+    pooled = connection.connection
+    if not pooled.info.get(SQLITE_LOWER):
+        dbapi: Any = pooled.dbapi_connection
+        dbapi.create_function(SQLITE_LOWER, 1, _lower, deterministic=True)
+        pooled.info[SQLITE_LOWER] = True

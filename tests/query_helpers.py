@@ -1,0 +1,190 @@
+"""Builders for the query tests: read-model rows written directly, as the projector would, and a
+fake XMPP service standing in for the client's session (importable as ``query_helpers``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from helpers import ACCOUNT, NODE, SERVICE, T0
+from pubsub_cache.events import Item, SyncRequested
+from pubsub_cache.events.log import EventLog
+from pubsub_cache.projector.schema import pubsub_item, pubsub_node
+from pubsub_cache.xmpp.errors import XmppError
+from pubsub_cache.xmpp.pubsub import ItemsReply, OnResult, PubsubClient
+
+__all__ = ["ACCOUNT", "NODE", "SERVICE", "FakeService", "ReadModelRows", "sync_requests"]
+
+BASE = T0.timestamp()
+
+
+class ReadModelRows:
+    """Writes ``pubsub_node``/``pubsub_item`` rows; positions count up from 1 unless given."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.position = 0
+
+    def next_position(self) -> int:
+        self.position += 1
+        return self.position
+
+    def node(
+        self,
+        node: str = NODE,
+        *,
+        service: str = SERVICE,
+        account: str = ACCOUNT,
+        sync_state: str = "COMPLETED",
+        to_sync: bool = True,
+        type: str | None = "blog",
+        subtype: str | None = None,
+        deleted: bool = False,
+        sync_requested: bool = False,
+        configuration: dict[str, list[str]] | None = None,
+    ) -> int:
+        """A node row; returns its id."""
+        position = self.next_position()
+        with self.engine.begin() as connection:
+            return int(
+                connection.execute(
+                    pubsub_node.insert()
+                    .values(
+                        account=account,
+                        service=service,
+                        node=node,
+                        analyser="test",
+                        type=type,
+                        subtype=subtype,
+                        to_sync=to_sync,
+                        sync_state=sync_state,
+                        sync_requested_position=position if sync_requested else None,
+                        deleted=deleted,
+                        configuration=configuration,
+                        created_position=position,
+                        updated_position=position,
+                        updated_at=BASE,
+                    )
+                    .returning(pubsub_node.c.id)
+                ).scalar_one()
+            )
+
+    def item(
+        self,
+        node_id: int,
+        item_id: str,
+        *,
+        payload: str | None = None,
+        parsed: Any = None,
+        text: str | None = None,
+        publisher: str | None = "juliet@capulet.lit",
+        published: float | None = None,
+        position: int | None = None,
+        updated_position: int | None = None,
+    ) -> None:
+        """An item row (payload defaults to a small XML element naming the item)."""
+        created = position if position is not None else self.next_position()
+        self.position = max(self.position, created)
+        with self.engine.begin() as connection:
+            connection.execute(
+                pubsub_item.insert().values(
+                    node_id=node_id,
+                    item_id=item_id,
+                    publisher=publisher,
+                    payload=payload
+                    if payload is not None
+                    else f"<p xmlns='urn:test'>{item_id}</p>",
+                    parsed=parsed,
+                    text=text,
+                    published_at=BASE + (published if published is not None else created),
+                    created_at=BASE + created,
+                    updated_at=BASE + (updated_position or created),
+                    created_position=created,
+                    updated_position=updated_position or created,
+                )
+            )
+            self._recount(connection, node_id)
+
+    def items(self, node_id: int, item_ids: Sequence[str], **columns: Any) -> None:
+        """Several items with the same columns, one position each, in order."""
+        for item_id in item_ids:
+            self.item(node_id, item_id, **columns)
+
+    def set_state(self, node_id: int, sync_state: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                pubsub_node.update()
+                .where(pubsub_node.c.id == node_id)
+                .values(sync_state=sync_state)
+            )
+
+    @staticmethod
+    def _recount(connection: sa.Connection, node_id: int) -> None:
+        count = sa.select(sa.func.count()).where(pubsub_item.c.node_id == node_id).scalar_subquery()
+        connection.execute(
+            pubsub_node.update().where(pubsub_node.c.id == node_id).values(item_count=count)
+        )
+
+
+def sync_requests(log: EventLog) -> list[SyncRequested]:
+    """The SyncRequested events in the log."""
+    return [r.event for r in log.read(limit=100_000) if isinstance(r.event, SyncRequested)]
+
+
+class FakeService(PubsubClient):
+    """A pubsub service answering like Prosody (no RSM: the whole node), or failing as told."""
+
+    def __init__(
+        self,
+        jid: str = ACCOUNT,
+        items: Sequence[Item] = (),
+        *,
+        error: XmppError | None = None,
+        delay: float = 0.0,
+    ) -> None:
+        self._jid = jid
+        self.items = list(items)
+        self.error = error
+        self.delay = delay
+        self.requests: list[tuple[str, str]] = []
+        self.timeout = 10.0
+
+    @property
+    def jid(self) -> str:
+        return self._jid
+
+    async def get_items(
+        self,
+        service: str,
+        node: str,
+        *,
+        max: int | None = None,
+        after: str | None = None,
+        max_items: int | None = None,
+        timeout: float | None = None,
+        on_result: OnResult | None = None,
+    ) -> ItemsReply:
+        return ItemsReply(items=await self._answer(service, node), rsm=None)
+
+    async def get_item(
+        self,
+        service: str,
+        node: str,
+        item_id: str,
+        *,
+        timeout: float | None = None,
+        on_result: OnResult | None = None,
+    ) -> Item | None:
+        return next((i for i in await self._answer(service, node) if i.id == item_id), None)
+
+    async def _answer(self, service: str, node: str) -> list[Item]:
+        self.requests.append((service, node))
+        if self.delay:
+            await anyio.sleep(self.delay)
+        if self.error is not None:
+            raise self.error
+        return list(self.items)
