@@ -101,9 +101,12 @@ class InvalidPath(InvalidQuery):
 class InvalidOperator(InvalidQuery):
     """Raised when a filter names an operator the search does not know."""
 
-    def __init__(self, operator: str, known: tuple[str, ...]) -> None:
+    def __init__(self, path: str, operator: str, known: tuple[str, ...]) -> None:
+        self.path = path
         self.operator = operator
-        super().__init__(f"unknown operator {operator!r}; expected one of {', '.join(known)}")
+        super().__init__(
+            f"filter {path}: unknown operator {operator!r}; expected one of {', '.join(known)}"
+        )
 
 
 class InvalidFilterValue(InvalidQuery):

@@ -65,7 +65,7 @@ class Params:
 def condition(spec: Filter, dialect: str, params: Params) -> str:
     """The SQL condition (text with ``:fN`` binds added to ``params``) for one filter."""
     if spec.op not in OPERATORS:
-        raise InvalidOperator(str(spec.op), OPERATORS)
+        raise InvalidOperator(str(spec.path), str(spec.op), OPERATORS)
     path = parse_path(spec.path)
     side = _Sqlite(path, params) if dialect == "sqlite" else _Postgres(path, params)
     value = spec.value
