@@ -38,13 +38,14 @@ def cli(ctx: click.Context, config_file: Path | None) -> None:
 
 
 def _register() -> None:
-    from . import cli_db, cli_projector, cli_replay
+    from . import cli_db, cli_log, cli_projector, cli_replay
     from .bench import cli as bench_cli
 
     cli.add_command(cli_db.db)
     cli.add_command(bench_cli.bench)
     cli_projector.register(cli)
     cli_replay.register(cli)
+    cli_log.register(cli)
 
 
 def _exit_code(error: PubsubCacheError) -> int:

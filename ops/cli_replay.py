@@ -51,3 +51,4 @@ def replay(
         click.echo(f"identical at position {result.position}")
         return
     click.echo(f"swapped in the rebuilt read model at position {result.position}")
+    rebuild.clean_up()

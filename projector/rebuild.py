@@ -29,6 +29,7 @@ from pubsub_cache.projector.digest import read_model_digest
 from pubsub_cache.projector.runner import NotLeader, Projector
 from pubsub_cache.projector.schema import (
     LIVE,
+    SHADOW_PREFIX,
     ReadModel,
     parked_event,
     projector_checkpoint,
@@ -71,7 +72,7 @@ class Rebuild:
         self._engine = engine
         self._registry = registry
         self._live = live
-        self._shadow = shadow_read_model()
+        self._shadow = shadow_read_model(engine.dialect.name)
         self._projector = Projector(
             engine,
             registry=registry,
@@ -84,6 +85,7 @@ class Rebuild:
     def prepare(self, *, fresh: bool = False) -> int:
         """Create the shadow tables (emptied when ``fresh``); returns the position to resume at."""
         tables = [self._shadow.node, self._shadow.item, self._shadow.counter]
+        drop_retired(self._engine)  # left by a swap interrupted before its clean-up
         with write_transaction(self._engine) as connection:
             for table in tables:
                 table.create(connection, checkfirst=True)
@@ -129,8 +131,11 @@ class Rebuild:
                 live_digest = read_model_digest(connection)
                 rebuilt_digest = read_model_digest(connection, tables=_as_dict(self._shadow))
                 swap = swap and live_digest == rebuilt_digest
-            if swap:
+            if swap and is_sqlite(connection):
+                _rename_swap(connection, self._shadow)
+            elif swap:
                 _copy(connection, self._shadow, LIVE)
+            if swap:
                 now = time.time()
                 checkpoint.advance(connection, self._live, target, now=now)
                 checkpoint.reset(connection, REBUILD)
@@ -143,11 +148,17 @@ class Rebuild:
                     .where(parked_event.c.projector == REBUILD)
                     .values(projector=self._live)
                 )
-                _empty(connection, self._shadow)
+                if not is_sqlite(connection):
+                    for table in (self._shadow.item, self._shadow.counter, self._shadow.node):
+                        table.drop(connection)
             else:
                 checkpoint.advance(connection, REBUILD, target, now=time.time())
         self._projector.release()
         return RebuildResult(target, live_digest, rebuilt_digest, swap)
+
+    def clean_up(self) -> None:
+        """Drop what a swap retired (the old model): slow for big tables, so done after it."""
+        drop_retired(self._engine)
 
     def discard(self) -> None:
         """Drop the shadow tables and the rebuild checkpoint (after a dry run)."""
@@ -210,6 +221,7 @@ def _empty(connection: Connection, tables: ReadModel) -> None:
 
 
 def _copy(connection: Connection, source: ReadModel, target: ReadModel) -> None:
+    """PostgreSQL: replace the live rows by the shadow ones (MVCC keeps readers on the old)."""
     _empty(connection, target)
     for origin, destination in (
         (source.node, target.node),
@@ -220,9 +232,55 @@ def _copy(connection: Connection, source: ReadModel, target: ReadModel) -> None:
         connection.execute(
             destination.insert().from_select(names, sa.select(*(origin.c[n] for n in names)))
         )
-    if not is_sqlite(connection):
-        for table in (target.node, target.item):
-            connection.exec_driver_sql(
-                f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
-                f"(SELECT coalesce(max(id), 0) + 1 FROM {table.name}), false)"
-            )
+    for table in (target.node, target.item):
+        connection.exec_driver_sql(
+            f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
+            f"(SELECT coalesce(max(id), 0) + 1 FROM {table.name}), false)"
+        )
+
+
+RETIRED_PREFIX = "retired_"
+
+
+def _rename_swap(connection: Connection, shadow: ReadModel) -> None:
+    """SQLite: rename the shadow tables into place; the live ones are retired, dropped later.
+
+    Deleting or copying the rows costs as much as building them (each row spans overflow
+    pages); a rename costs nothing. The live tables' indexes and search triggers are read back,
+    moved to the new tables from their own SQL, and the search index is rebuilt in one pass.
+    """
+    live = [t.name.removeprefix(SHADOW_PREFIX) for t in (shadow.node, shadow.item, shadow.counter)]
+    kept = connection.exec_driver_sql(
+        "SELECT type, name, sql FROM sqlite_master WHERE type IN ('index', 'trigger') "
+        "AND sql IS NOT NULL AND tbl_name IN (?, ?, ?)",
+        tuple(live),
+    ).all()
+    for kind, name, _sql in kept:
+        connection.exec_driver_sql(f'DROP {kind.upper()} "{name}"')
+    for name in live:
+        connection.exec_driver_sql(f'ALTER TABLE "{name}" RENAME TO "{RETIRED_PREFIX}{name}"')
+    shadow_indexes = connection.exec_driver_sql(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
+        "AND tbl_name IN (?, ?, ?)",
+        tuple(SHADOW_PREFIX + name for name in live),
+    ).scalars()
+    for name in list(shadow_indexes):
+        connection.exec_driver_sql(f'DROP INDEX "{name}"')
+    for name in live:  # the parent first: its children's foreign keys follow the rename
+        connection.exec_driver_sql(f'ALTER TABLE "{SHADOW_PREFIX}{name}" RENAME TO "{name}"')
+    for _kind, _name, sql in kept:
+        connection.exec_driver_sql(sql)
+    fts = connection.exec_driver_sql(
+        "SELECT 1 FROM sqlite_master WHERE name = 'pubsub_item_fts'"
+    ).scalar()
+    if fts:
+        connection.exec_driver_sql(
+            "INSERT INTO pubsub_item_fts(pubsub_item_fts) VALUES ('rebuild')"
+        )
+
+
+def drop_retired(engine: Engine) -> None:
+    """Drop the tables a SQLite swap retired (slow for big tables, so after the swap)."""
+    with write_transaction(engine) as connection:
+        for name in ("pubsub_counter", "pubsub_item", "pubsub_node"):
+            connection.exec_driver_sql(f'DROP TABLE IF EXISTS "{RETIRED_PREFIX}{name}"')

@@ -117,9 +117,34 @@ SHADOW_PREFIX = "rebuild_"
 
 
 @functools.cache
-def shadow_read_model() -> ReadModel:
-    """The shadow tables, declared on a metadata of their own (the migrations do not own them)."""
-    return _read_model(sa.MetaData(naming_convention=metadata.naming_convention), SHADOW_PREFIX)
+def shadow_read_model(dialect: str = "sqlite") -> ReadModel:
+    """The shadow tables, declared on a metadata of their own (the migrations do not own them).
+
+    On SQLite the swap renames the shadow tables into place, so their constraints carry the
+    live tables' names (constraint names are not schema objects there; index names are, and
+    stay prefixed). On PostgreSQL constraint names must be unique and the swap copies rows.
+    """
+    if dialect != "sqlite":
+        return _read_model(sa.MetaData(naming_convention=metadata.naming_convention), SHADOW_PREFIX)
+
+    def base(constraint: sa.Constraint, table: sa.Table) -> str:
+        return table.name.removeprefix(SHADOW_PREFIX)
+
+    def referred(constraint: sa.Constraint, table: sa.Table) -> str:
+        assert isinstance(constraint, sa.ForeignKeyConstraint)
+        return str(constraint.referred_table.name).removeprefix(SHADOW_PREFIX)
+
+    convention = {
+        key: str(value)
+        .replace("%(table_name)s", "%(base)s")
+        .replace("%(referred_table_name)s", "%(referred)s")
+        for key, value in metadata.naming_convention.items()
+        if isinstance(value, str)
+    }
+    return _read_model(
+        sa.MetaData(naming_convention={**convention, "base": base, "referred": referred}),
+        SHADOW_PREFIX,
+    )
 
 
 projector_checkpoint = sa.Table(

@@ -8,7 +8,6 @@ test command always provides it.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,22 +18,11 @@ from pubsub_cache.events.db import create_engine
 from pubsub_cache.events.log import EventLog
 from pubsub_cache.migrations.api import ensure_schema
 from pubsub_cache.ops.scratch import scratch_postgres, sqlite_url
+from tests_support import postgres_url_or_skip
 
 #: Fixtures of the XMPP tests (local Prosody, sessions) live in tests/xmpp_fixtures.py; a plugin
 #: rather than a second conftest.py, so that mypy sees one module per name.
 pytest_plugins = ["xmpp_fixtures"]
-
-POSTGRES_ENV = "PUBSUB_CACHE_TEST_POSTGRES_URL"
-
-
-def postgres_base_url() -> str:
-    """The PostgreSQL server of the suite, or skip (fail under CI) when none is configured."""
-    url = os.environ.get(POSTGRES_ENV)
-    if url:
-        return url
-    if os.environ.get("CI"):
-        pytest.fail(f"{POSTGRES_ENV} is not set: the PostgreSQL half of the suite must run in CI")
-    pytest.skip(f"{POSTGRES_ENV} is not set")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -43,7 +31,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield sqlite_url(tmp_path / "cache.sqlite3")
         return
-    with scratch_postgres(postgres_base_url(), prefix="test") as url:
+    with scratch_postgres(postgres_url_or_skip(), prefix="test") as url:
         yield url
 
 

@@ -39,3 +39,13 @@ def project(quick: bool, postgres_url: str | None) -> None:
     from .project import run
 
     run(quick=quick, postgres_url=postgres_url or os.environ.get("PUBSUB_CACHE_TEST_POSTGRES_URL"))
+
+
+@bench.command()
+@_QUICK
+@click.option("--events", type=int, help="How many events (default: 1M, or 20k with --quick).")
+def replay(quick: bool, events: int | None) -> None:
+    """Rebuild from the log (rate, peak RSS) beside the projector's rate on the same log."""
+    from .replay import run
+
+    run(quick=quick, events=events)

@@ -1,0 +1,122 @@
+"""Retention (``pubsub-cache log compact``): delete events that no longer matter.
+
+Only events below the lowest checkpoint are considered (every projector has applied them), and
+only those whose removal cannot change a rebuilt read model, so replay after compaction still
+equals live (tests/storage/test_compaction.py):
+
+- every event of a node before a ``cache-reset`` that covers it (the node row itself is gone);
+- item events (publish, sync page, retract) of a node before the node's last purge or delete;
+- publications (or sync pages) all of whose items are retracted later.
+
+The first and the last remaining event of each node are always kept: they fix the node row's
+``created_position`` and ``updated_position`` (and the first payload chose its analyser).
+Rejected-notification events are kept (they are counted). Positions are never reused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from pubsub_cache.events import (
+    AnyEvent,
+    CacheReset,
+    ItemsPublished,
+    ItemsRetracted,
+    NodeDeleted,
+    NodeEvent,
+    NodePurged,
+    NotificationRejected,
+    SyncPageFetched,
+    decode,
+)
+from pubsub_cache.events.db import write_transaction
+from pubsub_cache.events.log import EventLog
+from pubsub_cache.events.schema import event_table
+from pubsub_cache.projector.schema import projector_checkpoint
+
+NodeKey = tuple[str, str, str]
+_ITEM_EVENTS = (ItemsPublished, SyncPageFetched, ItemsRetracted)
+
+
+def lowest_checkpoint(engine: Engine) -> int:
+    """The position every projector has applied (0 when none has run)."""
+    with engine.connect() as connection:
+        value = connection.execute(sa.select(sa.func.min(projector_checkpoint.c.position))).scalar()
+    return int(value or 0)
+
+
+def compact(engine: Engine, *, batch: int = 5000) -> int:
+    """Delete the irrelevant events below the lowest checkpoint; returns how many."""
+    upto = lowest_checkpoint(engine)
+    log = EventLog(engine)
+    resets: list[tuple[int, CacheReset]] = []
+    wipes: dict[NodeKey, int] = {}
+    retracts: dict[tuple[NodeKey, str], int] = {}
+    for position, event in _events(log, upto, batch):
+        match event:
+            case CacheReset():
+                resets.append((position, event))
+            case NodePurged() | NodeDeleted():
+                wipes[(event.account, event.service, event.node)] = position
+            case ItemsRetracted(item_ids=item_ids):
+                key = (event.account, event.service, event.node)
+                for item_id in item_ids:
+                    retracts[(key, item_id)] = position
+    removable: list[int] = []
+    bounds: dict[NodeKey, list[int]] = {}  # first and last position that a rebuild must see
+    for position, event in _events(log, upto, batch):
+        if isinstance(event, NotificationRejected) or not isinstance(event, NodeEvent):
+            continue
+        key = (event.account, event.service, event.node)
+        if _reset_after(resets, position, key):
+            removable.append(position)
+            continue
+        bound = bounds.setdefault(key, [position, position])
+        bound[1] = position
+        if isinstance(event, _ITEM_EVENTS) and (
+            position < wipes.get(key, 0) or _all_retracted_later(event, key, position, retracts)
+        ):
+            removable.append(position)
+    kept = {position for bound in bounds.values() for position in bound}
+    doomed = [position for position in removable if position not in kept]
+    with write_transaction(engine) as connection:
+        for start in range(0, len(doomed), 1000):
+            chunk = doomed[start : start + 1000]
+            connection.execute(event_table.delete().where(event_table.c.position.in_(chunk)))
+    log.close()
+    return len(doomed)
+
+
+def _events(log: EventLog, upto: int, batch: int) -> Iterator[tuple[int, AnyEvent]]:
+    after = 0
+    while after < upto:
+        records = log.read_raw(after=after, limit=batch)
+        if not records:
+            return
+        for record in records:
+            if record.position > upto:
+                return
+            yield record.position, decode(record.body, position=record.position)
+        after = records[-1].position
+
+
+def _reset_after(resets: list[tuple[int, CacheReset]], position: int, key: NodeKey) -> bool:
+    account, service, node = key
+    return any(
+        at > position
+        and reset.account == account
+        and reset.service in (None, service)
+        and reset.node in (None, node)
+        for at, reset in resets
+    )
+
+
+def _all_retracted_later(
+    event: AnyEvent, key: NodeKey, position: int, retracts: dict[tuple[NodeKey, str], int]
+) -> bool:
+    if not isinstance(event, ItemsPublished | SyncPageFetched) or not event.items:
+        return False
+    return all(retracts.get((key, item.id), 0) > position for item in event.items)
