@@ -89,7 +89,23 @@ async def fetch_node(
         )
         items = [item async for page in fetch for item in page.items]
         outcome = fetch.outcome
-    return LiveNode(items, outcome.complete, outcome.reason)
+    return LiveNode(unique(items), outcome.complete, outcome.reason)
+
+
+def unique(items: list[Item]) -> list[Item]:
+    """Each id once. A server may list an id twice: Prosody 0.12 answers with both publications
+    of a re-published id. As the projector's upsert does, the id keeps its first place and takes
+    its last payload."""
+    places: dict[str, int] = {}
+    kept: list[Item] = []
+    for item in items:
+        place = places.get(item.id)
+        if place is None:
+            places[item.id] = len(kept)
+            kept.append(item)
+        else:
+            kept[place] = item
+    return kept
 
 
 async def fetch_item(

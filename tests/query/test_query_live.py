@@ -82,6 +82,20 @@ async def test_live_answers_in_publication_order_are_parsed_like_the_projector_p
     assert page.items[0].published.isoformat() == "2026-01-01T00:00:00+00:00"
 
 
+async def test_an_id_the_server_lists_twice_keeps_its_first_place_and_last_payload(
+    engine: Engine,
+) -> None:
+    # Prosody 0.12 answers with both publications of a re-published id.
+    twice = [*served("a", "b"), Item(id="a", payload="<p xmlns='urn:test'>a, again</p>")]
+
+    async with Query.open(engine, client=FakeService(items=twice)) as query:
+        page = await query.get_items(ACCOUNT, SERVICE, NODE)
+
+    assert ids(page.items) == ["a", "b"]
+    assert page.items[0].payload == "<p xmlns='urn:test'>a, again</p>"
+    assert page.rsm.count == 2
+
+
 @pytest.mark.parametrize("state", ["NONE", "IN_PROGRESS", "ERROR"])
 async def test_without_a_live_session_an_unsynced_node_is_not_cached(
     engine: Engine, rows: ReadModelRows, state: str
