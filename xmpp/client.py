@@ -70,6 +70,8 @@ async def connect(
     plugins: Sequence[str] = DEFAULT_PLUGINS,
     pep_notify: Sequence[str] = (),
     presence: bool = True,
+    on_notification: Callable[[ET.Element], None] | None = None,
+    on_disconnected: Callable[[], None] | None = None,
 ) -> slixmpp.ClientXMPP:
     """Open a session and return the slixmpp client once ``session_start`` has fired.
 
@@ -83,16 +85,13 @@ async def connect(
     notifications to the bare JID. One client per session: to reconnect, connect again (and
     re-read synced nodes: notifications missed meanwhile are gone). Raises
     :class:`XmppConnectError`.
+
+    ``on_notification`` is installed as by :func:`add_notification_handler` before the
+    connection opens, so that nothing the initial presence triggers (the last PEP items of
+    contacts) can arrive unhandled. ``on_disconnected`` is called once the connection of the
+    established session is lost, whoever closed it.
     """
-    register_stanza_plugin(Pubsub, RsmSet)  # slixmpp 1.17 forgets it; idempotent
-    xmpp = slixmpp.ClientXMPP(jid, password)
-    for name in plugins:
-        xmpp.register_plugin(name)
-    xmpp.enable_direct_tls = tls == "direct"
-    xmpp.enable_starttls = tls == "starttls"
-    xmpp.enable_plaintext = tls == "none"
-    if tls == "none":
-        xmpp.plugin["feature_mechanisms"].unencrypted_scram = True
+    xmpp = _client(jid, password, plugins, tls)
     address = (host or xmpp.boundjid.domain, port or 5222) if (host or port) else (None, None)
 
     def fail(cause: str) -> XmppConnectError:
@@ -125,6 +124,16 @@ async def connect(
     }
     for event, handler in handlers.items():
         xmpp.add_event_handler(event, handler)
+    if on_notification is not None:
+        add_notification_handler(xmpp, on_notification)
+    if on_disconnected is not None:
+        # Registered before connecting: a loss right after session_start, before this
+        # coroutine resumes, must not go unnoticed. Before the session it is never called.
+        def lost(_reason: object) -> None:
+            if failures == [None]:  # the session had begun
+                on_disconnected()
+
+        xmpp.add_event_handler("disconnected", lost)
     try:
         xmpp.connect(*address)
         with anyio.move_on_after(timeout):
@@ -145,6 +154,19 @@ async def connect(
         await xmpp.plugin["xep_0115"].update_caps(broadcast=False)
     if presence:
         xmpp.send_presence()
+    return xmpp
+
+
+def _client(jid: str, password: str, plugins: Sequence[str], tls: TlsMode) -> slixmpp.ClientXMPP:
+    register_stanza_plugin(Pubsub, RsmSet)  # slixmpp 1.17 forgets it; idempotent
+    xmpp = slixmpp.ClientXMPP(jid, password)
+    for name in plugins:
+        xmpp.register_plugin(name)
+    xmpp.enable_direct_tls = tls == "direct"
+    xmpp.enable_starttls = tls == "starttls"
+    xmpp.enable_plaintext = tls == "none"
+    if tls == "none":
+        xmpp.plugin["feature_mechanisms"].unencrypted_scram = True
     return xmpp
 
 

@@ -48,7 +48,7 @@ import msgspec
 from pubsub_cache.events.types import Item
 
 from .errors import XmppProtocolError
-from .pubsub import PubsubClient
+from .pubsub import OnResult, PubsubClient
 from .stanzas import ItemsReply
 
 
@@ -92,6 +92,7 @@ class NodeFetch:
         limit: int | None,
         max_items: int | None,
         timeout: float | None,
+        on_reply: OnResult | None = None,
     ) -> None:
         if page_size < 1 or (limit is not None and limit < 1):
             raise ValueError(f"page_size ({page_size}) and limit ({limit}) must be at least 1")
@@ -102,6 +103,7 @@ class NodeFetch:
         self._limit = limit
         self._max_items = max_items
         self._timeout = timeout
+        self._on_reply = on_reply
         self._outcome: FetchOutcome | None = None
         self._pages = self._run()
 
@@ -135,7 +137,12 @@ class NodeFetch:
                 else min(self._page_size, self._limit - total)
             )
             reply = await self._client.get_items(
-                self.service, self.node, max=want, after=after, timeout=self._timeout
+                self.service,
+                self.node,
+                max=want,
+                after=after,
+                timeout=self._timeout,
+                on_result=self._on_reply,
             )
             items = reply.items
             if reply.rsm is None and index == 0:
@@ -197,12 +204,15 @@ def fetch_all(
     limit: int | None = None,
     max_items: int | None = None,
     timeout: float | None = None,
+    on_reply: OnResult | None = None,
 ) -> NodeFetch:
     """Every item of ``service``/``node``, page by page (see the module docstring for the rule
     deciding :attr:`NodeFetch.outcome`).
 
     ``limit`` stops after that many items; ``max_items`` is the node's configured cap when the
-    caller knows it; ``timeout`` applies to each request (default: the client's).
+    caller knows it; ``timeout`` applies to each request (default: the client's). ``on_reply``
+    is called in slixmpp's receive path as each page's reply arrives (see ``OnResult``): once
+    per page, before the page is yielded, and possibly for a reply the pager then refuses.
     """
     return NodeFetch(
         client,
@@ -212,6 +222,7 @@ def fetch_all(
         limit=limit,
         max_items=max_items,
         timeout=timeout,
+        on_reply=on_reply,
     )
 
 

@@ -8,8 +8,8 @@ their XML. Opening the session is :mod:`pubsub_cache.xmpp.client`'s job.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
-from typing import Literal
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
@@ -44,12 +44,22 @@ _STATES: dict[str, SubscriptionState] = {
 }
 
 
+OnResult = Callable[[], None]
+"""Called synchronously, inside slixmpp's receive path, the moment a successful reply arrives.
+
+Notification handlers run in that same path, in arrival order, while the coroutine awaiting the
+reply resumes only later: a caller that must order what it does with the reply against the
+notifications around it (the ingest's writer) reserves its place here.
+"""
+
+
 class PubsubClient:
     """Typed XEP-0060 requests over one slixmpp session.
 
     Every request method takes ``timeout`` (seconds; default: the client's) and raises
     :class:`XmppRequestError` when the server answers with an error, :class:`XmppTimeout`,
-    :class:`XmppNotConnected`, or :class:`XmppProtocolError` for an unusable answer.
+    :class:`XmppNotConnected`, or :class:`XmppProtocolError` for an unusable answer. Reads take
+    ``on_result`` (see :data:`OnResult`).
     """
 
     def __init__(self, xmpp: slixmpp.ClientXMPP, *, timeout: float = 10.0) -> None:
@@ -191,13 +201,26 @@ class PubsubClient:
         return state
 
     async def get_item(
-        self, service: str, node: str, item_id: str, *, timeout: float | None = None
+        self,
+        service: str,
+        node: str,
+        item_id: str,
+        *,
+        timeout: float | None = None,
+        on_result: OnResult | None = None,
     ) -> Item | None:
         """One item by id; ``None`` when the node exists but the item does not."""
         wanted = ET.Element(f"{{{NS_PUBSUB}}}item", {"id": item_id})
         request = pubsub_request(NS_PUBSUB, "items", node, children=[wanted])
         reply = await self._send(
-            "get item", service, node, "get", request, timeout=timeout, item_id=item_id
+            "get item",
+            service,
+            node,
+            "get",
+            request,
+            timeout=timeout,
+            item_id=item_id,
+            on_result=on_result,
         )
         items = reply_items(reply, "get item", service, node)
         return next((item for item in items if item.id == item_id), None)
@@ -211,6 +234,7 @@ class PubsubClient:
         after: str | None = None,
         max_items: int | None = None,
         timeout: float | None = None,
+        on_result: OnResult | None = None,
     ) -> ItemsReply:
         """One ``<items>`` request, answered as is: RSM ``<max>``/``<after>`` when given, and the
         XEP-0060 ``max_items`` attribute (the newest N) when given."""
@@ -224,21 +248,29 @@ class PubsubClient:
                 ET.SubElement(rsm, f"{{{NS_RSM}}}after").text = after
             siblings.append(rsm)
         request = pubsub_request(NS_PUBSUB, "items", node, attrs=attrs, siblings=siblings)
-        reply = await self._send("get items", service, node, "get", request, timeout=timeout)
+        reply = await self._send(
+            "get items", service, node, "get", request, timeout=timeout, on_result=on_result
+        )
         return ItemsReply(
             items=reply_items(reply, "get items", service, node), rsm=reply_rsm(reply)
         )
+
+    async def ping(self, *, timeout: float | None = None) -> None:
+        """XEP-0199 ping of the account's server: proves the session is alive."""
+        request = ET.Element("{urn:xmpp:ping}ping")
+        await self._send("ping", self.xmpp.boundjid.domain, None, "get", request, timeout=timeout)
 
     async def _send(
         self,
         operation: str,
         service: str,
-        node: str,
+        node: str | None,
         kind: Literal["get", "set"],
         request: ET.Element,
         *,
         timeout: float | None,
         item_id: str | None = None,
+        on_result: OnResult | None = None,
     ) -> ET.Element:
         # Sends <iq type=kind to=service>request</iq>; returns the reply's XML.
         if self.xmpp.transport is None:
@@ -246,8 +278,12 @@ class PubsubClient:
         seconds = self.timeout if timeout is None else timeout
         iq = self.xmpp.make_iq(ito=service, itype=kind)
         iq.append(request)
+        options: dict[str, Any] = {"timeout": seconds}
+        if on_result is not None:
+            # slixmpp calls it from the reply's handler, for a result (not an error) only.
+            options["callback"] = lambda _reply: on_result()
         try:
-            reply = await iq.send(timeout=seconds)  # type: ignore[no-untyped-call]
+            reply = await iq.send(**options)  # type: ignore[no-untyped-call]
         except IqError as exc:
             raise XmppRequestError(
                 operation,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -200,9 +201,13 @@ class _FakeIq:
     def append(self, element: ET.Element) -> None:
         self._request = element
 
-    async def send(self, timeout: float) -> _FakeIq:
+    async def send(
+        self, timeout: float, callback: Callable[[_FakeIq], None] | None = None
+    ) -> _FakeIq:
         assert self._request is not None
         self.xml = self._service.answer(self._request)
+        if callback is not None:  # as slixmpp does: on a result, before the caller resumes
+            callback(self)
         return self
 
 
@@ -258,6 +263,22 @@ async def test_paging_server_is_followed_with_after_until_count_is_reached() -> 
     request = service.requests[0].find(f"{{{PUBSUB}}}items")
     assert request is not None
     assert request.get("max_items") is None  # would cap servers that do not page
+
+
+async def test_on_reply_is_called_as_each_page_arrives_before_it_is_yielded() -> None:
+    arrivals: list[str] = []
+    fetch = fetch_all(
+        paging_client(PagingService(ELEVEN)),
+        "ps.example.org",
+        "n",
+        page_size=4,
+        on_reply=lambda: arrivals.append("reply"),
+    )
+
+    async for page in fetch:
+        arrivals.append(f"page {page.index}")
+
+    assert arrivals == ["reply", "page 0", "reply", "page 1", "reply", "page 2"]
 
 
 async def test_paging_server_without_count_is_followed_until_an_empty_page() -> None:
