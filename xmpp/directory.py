@@ -1,0 +1,117 @@
+"""What the ingest asks of the read model and the analysers: which nodes it must keep synced.
+
+The ingest never writes the read model (the projector owns it, and the log is the only way in);
+it reads ``pubsub_node`` as the query library does, for three questions:
+
+- which nodes to re-read after a (re)connection (notifications sent meanwhile are lost);
+- which syncs were requested (``SyncRequested`` events, projected as
+  ``sync_requested_position``);
+- whether a node seen for the first time in a notification is to be synced (its analyser).
+
+:class:`NodeDirectory` is the interface the ingest depends on; :class:`ReadModelDirectory` the
+implementation over the database, built at the entry point.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from pubsub_cache.projector.analysers import AnalyserRegistry, NodeInfo
+from pubsub_cache.projector.payloads import payload_namespace
+from pubsub_cache.projector.schema import pubsub_node
+
+#: Sync states of a node that has been synced (or was being synced) and must stay so.
+SYNCED_STATES = ("IN_PROGRESS", "COMPLETED", "PARTIAL", "ERROR")
+
+
+class NodeRef(NamedTuple):
+    """A node of a pubsub service (or of an account's PEP service)."""
+
+    service: str
+    node: str
+
+
+class SyncRequest(NamedTuple):
+    """A pending sync request: the node and the log position of its ``SyncRequested``."""
+
+    ref: NodeRef
+    position: int
+
+
+class NodeDirectory(Protocol):
+    """The ingest's view of which nodes are synced; the database methods block (run them in a
+    worker thread)."""
+
+    def nodes_to_resync(self, account: str) -> list[NodeRef]:
+        """Every node of ``account`` to re-read after a connection."""
+        ...
+
+    def sync_requests(self, account: str) -> list[SyncRequest]:
+        """The sync requests of ``account`` not started yet."""
+        ...
+
+    def wants_sync(self, service: str, node: str, payload: str | None) -> bool:
+        """Whether a node (with this sample payload, if known) is to be synced."""
+        ...
+
+    def pep_notify(self) -> list[str]:
+        """The PEP nodes (namespaces) to announce ``+notify`` for."""
+        ...
+
+
+class ReadModelDirectory:
+    """:class:`NodeDirectory` over the read model in ``engine`` and an analyser registry."""
+
+    def __init__(self, engine: Engine, registry: AnalyserRegistry) -> None:
+        self._engine = engine
+        self._registry = registry
+
+    def nodes_to_resync(self, account: str) -> list[NodeRef]:
+        """Nodes of ``account`` that are to be synced and not deleted, that have been synced
+        (whatever the outcome: ERROR ones are retried), or whose sync was requested."""
+        c = pubsub_node.c
+        query = (
+            sa.select(c.service, c.node)
+            .where(
+                c.account == account,
+                sa.or_(
+                    sa.and_(c.to_sync, sa.not_(c.deleted)),
+                    c.sync_state.in_(SYNCED_STATES),
+                    c.sync_requested_position.is_not(None),
+                ),
+            )
+            .order_by(c.id)
+        )
+        with self._engine.connect() as connection:
+            return [NodeRef(service, node) for service, node in connection.execute(query)]
+
+    def sync_requests(self, account: str) -> list[SyncRequest]:
+        """Nodes of ``account`` with a ``SyncRequested`` that no sync has started since."""
+        c = pubsub_node.c
+        query = (
+            sa.select(c.service, c.node, c.sync_requested_position)
+            .where(c.account == account, c.sync_requested_position.is_not(None))
+            .order_by(c.sync_requested_position)
+        )
+        with self._engine.connect() as connection:
+            return [
+                SyncRequest(NodeRef(service, node), int(position))
+                for service, node, position in connection.execute(query)
+            ]
+
+    def wants_sync(self, service: str, node: str, payload: str | None) -> bool:
+        """Whether the analyser matching the node says ``to_sync``."""
+        analyser = self._registry.match(NodeInfo(service, node, payload_namespace(payload)))
+        return analyser is not None and analyser.to_sync
+
+    def pep_notify(self) -> list[str]:
+        """The node names of the ``to_sync`` analysers that match on a node name (XEP-0163:
+        the ``+notify`` namespace is the PEP node's name), e.g. ``urn:xmpp:microblog:0``."""
+        return [
+            analyser.node_prefix
+            for analyser in self._registry.analysers
+            if analyser.to_sync and analyser.node_prefix
+        ]

@@ -1,0 +1,268 @@
+"""The ingest: one account's XMPP session(s), everything they show appended to the event log.
+
+::
+
+    ingest = Ingest(account, EventLog(engine), ReadModelDirectory(engine, registry))
+    await ingest.run()                      # until cancelled; reconnects by itself
+
+Per session: connect (``+notify`` for the synced PEP nodes, then caps, then presence, with the
+notification handler installed first), then re-read every synced node (notifications sent while
+we were away are lost: headline messages are not stored), then serve sync requests, payload
+fetches for notify-only items and a keepalive until the connection is lost. Then reconnect with
+backoff. Every notification goes through one synchronous handler to one ordered writer
+(:mod:`.writer`), so the log holds them in arrival order.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import uuid
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+
+import anyio
+import anyio.abc
+import anyio.to_thread
+
+from pubsub_cache.events.log import EventLog
+from pubsub_cache.events.types import ItemsPublished, NodeDeleted, NodeEvent
+
+from .backoff import Backoff
+from .client import DEFAULT_PLUGINS, TlsMode, connect, disconnect
+from .directory import NodeDirectory, NodeRef
+from .errors import XmppConnectError, XmppError
+from .fetcher import PayloadFetcher
+from .pubsub import PubsubClient
+from .scheduler import SyncScheduler
+from .sync import Clock, SyncResult, sync_node, utc_now
+from .translate import events_from_message
+from .writer import EventWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class XmppAccount:
+    """How to open a session for the account whose view is cached."""
+
+    jid: str
+    password: str = field(repr=False)
+    host: str | None = None
+    port: int | None = None
+    tls: TlsMode = "starttls"
+    resource: str = "pubsub-cache"
+
+    def full_jid(self) -> str:
+        """The JID to bind: a per-process resource suffix, so two processes never collide."""
+        return f"{self.jid}/{self.resource}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class IngestOptions:
+    """Tuning of the ingest; the defaults suit a daemon, tests shorten the delays."""
+
+    reconnect: Backoff = field(default_factory=lambda: Backoff(initial=1.0, cap=60.0))
+    sync_retry: Backoff = field(default_factory=lambda: Backoff(initial=5.0, cap=300.0))
+    sync_concurrency: int = 4
+    page_size: int = 100
+    sync_limit: int | None = 100_000
+    """Items fetched at most per sync (beyond: PARTIAL): a service cannot page us forever."""
+    request_poll: float = 2.0
+    """Seconds between two looks for sync requests in the read model."""
+    keepalive: float = 60.0
+    request_timeout: float = 30.0
+    connect_timeout: float = 20.0
+
+
+class Ingest:
+    """Runs the account's sessions and appends what they see; see the module docstring."""
+
+    def __init__(
+        self,
+        account: XmppAccount,
+        log: EventLog,
+        directory: NodeDirectory,
+        *,
+        options: IngestOptions | None = None,
+        writer: EventWriter | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.account = account
+        self.options = options or IngestOptions()
+        self.writer = writer or EventWriter(log)
+        self.scheduler = SyncScheduler(
+            concurrency=self.options.sync_concurrency, retry=self.options.sync_retry
+        )
+        self._directory = directory
+        self._clock = clock
+        self._wanted: set[NodeRef] = set()  # nodes to keep synced, known to this process
+        self._handled_requests: dict[NodeRef, int] = {}
+        self.fetcher = PayloadFetcher(self.writer, account.jid, clock)
+        self.sessions = 0
+        """Sessions opened so far."""
+        self.notifications = 0
+        """Notification messages handled so far."""
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Connect, ingest, reconnect, until cancelled; ``started`` once the first session is up.
+
+        Raises :class:`XmppConnectError` when the very first attempt fails to authenticate (a
+        wrong password is not worth retrying); other failures are retried with backoff.
+        """
+        try:
+            async with anyio.create_task_group() as group:
+                await group.start(self.writer.run)
+                await self._sessions(task_status)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.writer.close()  # what the sessions' clean-up submitted last
+
+    async def wait_idle(self) -> None:
+        """Return once no sync or payload fetch is queued or running and the log has it all."""
+        while self.scheduler.busy or self.fetcher.pending:
+            await self.scheduler.wait_idle()
+            await anyio.sleep(0.01)
+        await self.writer.flush()
+
+    async def _sessions(self, task_status: anyio.abc.TaskStatus[None]) -> None:
+        failures = 0
+        while True:
+            lost = anyio.Event()
+            try:
+                xmpp = await connect(
+                    self.account.full_jid(),
+                    self.account.password,
+                    host=self.account.host,
+                    port=self.account.port,
+                    tls=self.account.tls,
+                    timeout=self.options.connect_timeout,
+                    plugins=DEFAULT_PLUGINS,
+                    pep_notify=self._directory.pep_notify(),
+                    on_notification=self._on_message,
+                    on_disconnected=lost.set,
+                )
+            except XmppConnectError as exc:
+                if self.sessions == 0 and failures == 0 and "authentication" in exc.cause:
+                    raise
+                failures += 1
+                delay = self.options.reconnect.delay(failures)
+                log.warning("%s; retrying in %.1f s", exc, delay)
+                await anyio.sleep(delay)
+                continue
+            failures = 0
+            self.sessions += 1
+            log.info("session %d of %s started", self.sessions, self.account.jid)
+            try:
+                await self._session(
+                    PubsubClient(xmpp, timeout=self.options.request_timeout), lost, task_status
+                )
+            finally:
+                await disconnect(xmpp)
+            task_status = anyio.TASK_STATUS_IGNORED  # started() is called once
+            delay = self.options.reconnect.delay(1)
+            log.warning("session of %s lost; reconnecting in %.1f s", self.account.jid, delay)
+            await anyio.sleep(delay)
+
+    async def _session(
+        self, client: PubsubClient, lost: anyio.Event, task_status: anyio.abc.TaskStatus[None]
+    ) -> None:
+        async with anyio.create_task_group() as group:
+            await group.start(self.scheduler.run, functools.partial(self._sync, client))
+            await self._catch_up()
+            group.start_soon(self._serve_requests)
+            group.start_soon(self.fetcher.run, client)
+            group.start_soon(self._keepalive, client, lost)
+            task_status.started()
+            await lost.wait()
+            group.cancel_scope.cancel()
+
+    async def _sync(self, client: PubsubClient, ref: NodeRef) -> SyncResult:
+        result = await sync_node(
+            client,
+            self.writer,
+            ref.service,
+            ref.node,
+            page_size=self.options.page_size,
+            limit=self.options.sync_limit,
+            clock=self._clock,
+        )
+        if result.state == "DELETED":
+            self._wanted.discard(ref)
+        log.info(
+            "sync of node %r of %s: %s, %d items%s",
+            ref.node,
+            ref.service,
+            result.state,
+            result.item_count,
+            f" ({result.reason})" if result.reason else "",
+        )
+        return result
+
+    async def _catch_up(self) -> None:
+        stored = await anyio.to_thread.run_sync(self._directory.nodes_to_resync, self.account.jid)
+        self._wanted.update(stored)
+        for ref in [*stored, *sorted(self._wanted - set(stored))]:
+            self.scheduler.request(ref, "catch-up after connecting")
+        log.info("catching up %d synced nodes", len(self._wanted))
+
+    def request_sync(self, service: str, node: str, reason: str) -> None:
+        """Sync ``service``/``node`` now, and again after every reconnection."""
+        ref = NodeRef(service, node)
+        self._wanted.add(ref)
+        self.scheduler.request(ref, reason)
+
+    async def _serve_requests(self) -> None:
+        # SyncRequested events reach us through the read model (sync_requested_position): the
+        # projector has checked and recorded them, and requests made while we were down wait
+        # there too.
+        while True:
+            requests = await anyio.to_thread.run_sync(
+                self._directory.sync_requests, self.account.jid
+            )
+            for ref, position in requests:
+                if self._handled_requests.get(ref) != position:
+                    self._handled_requests[ref] = position
+                    self.request_sync(ref.service, ref.node, f"requested at position {position}")
+            await anyio.sleep(self.options.request_poll)
+
+    async def _keepalive(self, client: PubsubClient, lost: anyio.Event) -> None:
+        # A server that vanished without closing the TCP connection is only noticed by asking.
+        while True:
+            await anyio.sleep(self.options.keepalive)
+            try:
+                await client.ping(timeout=min(30.0, self.options.keepalive))
+            except XmppError as exc:
+                log.warning("keepalive failed, ending the session: %s", exc)
+                lost.set()
+                return
+
+    def _on_message(self, message: ET.Element) -> None:
+        # Runs inside slixmpp's receive path, in arrival order: queue, never wait, never raise
+        # (slixmpp would only log it, and the rest of the message would be lost).
+        try:
+            events = events_from_message(
+                message, account=self.account.jid, observed_at=self._clock()
+            )
+            self.notifications += 1
+            self.writer.submit(events)
+            for event in events:
+                self._observe(event)
+        except Exception:
+            log.exception("notification not ingested: %s", ET.tostring(message, "unicode")[:2000])
+
+    def _observe(self, event: NodeEvent) -> None:
+        ref = NodeRef(event.service, event.node)
+        if isinstance(event, NodeDeleted):
+            self._wanted.discard(ref)
+            self.scheduler.forget(ref)
+        elif isinstance(event, ItemsPublished):
+            for item in event.items:
+                if item.payload is None:
+                    self.fetcher.add(ref, item.id)
+            if ref not in self._wanted:
+                sample = next((i.payload for i in event.items if i.payload is not None), None)
+                if self._directory.wants_sync(ref.service, ref.node, sample):
+                    self.request_sync(ref.service, ref.node, "first seen in a notification")

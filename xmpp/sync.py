@@ -1,0 +1,210 @@
+"""One synchronisation of one node: subscribe, fetch every item, and log it as sync events.
+
+::
+
+    SyncStarted(sync_id)                 before the first request
+    SubscriptionChanged(source="fetch")  the state the service granted (pubsub services only)
+    SyncPageFetched(sync_id, page=k)     one per reply, in its place among the notifications
+    SyncCompleted(complete, reason)      complete only if the pager fetched every item
+    | SyncFailed(error, condition)       (+ NodeDeleted when the service says the node is gone)
+
+The projector turns a complete sync into COMPLETED and removes the items it did not see (unless
+published after the SyncStarted); a partial one into PARTIAL with the pager's reason (invariant
+6). PEP nodes (a service that is an account's bare JID) are not subscribed to: their
+notifications come from the ``+notify`` interests announced with the presence.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Literal, NamedTuple
+
+import msgspec
+
+from pubsub_cache.events.types import (
+    Item,
+    NodeDeleted,
+    SubscriptionChanged,
+    SyncCompleted,
+    SyncFailed,
+    SyncPageFetched,
+    SyncStarted,
+)
+
+from .errors import XmppError, XmppRequestError
+from .pager import fetch_all
+from .pubsub import PubsubClient, SubscriptionState
+from .writer import EventWriter, Slot
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+SyncState = Literal["COMPLETED", "PARTIAL", "ERROR", "DELETED"]
+
+#: Conditions meaning the node does not exist (any more) on the service.
+NODE_GONE = frozenset({"item-not-found"})
+
+
+class SyncResult(msgspec.Struct, frozen=True, kw_only=True):
+    """How one sync ended, as logged."""
+
+    service: str
+    node: str
+    sync_id: str
+    state: SyncState
+    item_count: int = 0
+    reason: str | None = None
+    """Why PARTIAL or ERROR."""
+
+    @property
+    def retry(self) -> bool:
+        """Whether trying again later could help (an error, not a node that is gone)."""
+        return self.state == "ERROR"
+
+
+def is_pep(service: str) -> bool:
+    """Whether ``service`` is an account's PEP service (a bare JID with a local part)."""
+    return "@" in service
+
+
+def utc_now() -> datetime:
+    """The default clock: an aware UTC timestamp."""
+    return datetime.now(UTC)
+
+
+async def sync_node(
+    client: PubsubClient,
+    writer: EventWriter,
+    service: str,
+    node: str,
+    *,
+    page_size: int = 100,
+    limit: int | None = None,
+    clock: Clock = utc_now,
+) -> SyncResult:
+    """Synchronise ``service``/``node`` for the client's account, logging through ``writer``.
+
+    XMPP errors end the sync as a logged :class:`SyncFailed` and a result in state ERROR (or
+    DELETED for a node the service no longer has); they are not raised. Cancellation logs a
+    SyncFailed too, so that the node is not left IN_PROGRESS, and propagates.
+    """
+    run = _Sync(client.jid, service, node, uuid.uuid4().hex, clock)
+    writer.submit([run.started()])
+    slots: deque[Slot] = deque()
+    try:
+        if not is_pep(service):
+            subscription = await client.subscribe(service, node)
+            writer.submit([run.subscription(subscription)])
+        fetch = fetch_all(
+            client,
+            service,
+            node,
+            page_size=page_size,
+            limit=limit,
+            on_reply=lambda: slots.append(writer.reserve()),
+        )
+        async for page in fetch:
+            writer.fill(slots.popleft(), [run.page(page.items, page.index)])
+        outcome = fetch.outcome
+    except XmppError as exc:
+        condition = exc.condition if isinstance(exc, XmppRequestError) else None
+        gone = condition in NODE_GONE
+        writer.submit([run.failed(str(exc), condition), *([run.deleted()] if gone else [])])
+        log.warning("sync of node %r of %s failed: %s", node, service, exc)
+        return run.result("DELETED" if gone else "ERROR", reason=str(exc))
+    except BaseException:
+        writer.submit([run.failed("interrupted: the session ended or the ingest stopped", None)])
+        raise
+    finally:
+        for slot in slots:  # replies whose page the pager refused or never yielded
+            writer.fill(slot, [])
+    writer.submit([run.completed(outcome.complete, outcome.item_count, outcome.reason)])
+    state: SyncState = "COMPLETED" if outcome.complete else "PARTIAL"
+    return run.result(state, item_count=outcome.item_count, reason=outcome.reason)
+
+
+class _Sync(NamedTuple):
+    """The events of one sync run."""
+
+    account: str
+    service: str
+    node: str
+    sync_id: str
+    clock: Clock
+
+    def started(self) -> SyncStarted:
+        return SyncStarted(
+            account=self.account,
+            service=self.service,
+            node=self.node,
+            observed_at=self.clock(),
+            sync_id=self.sync_id,
+        )
+
+    def subscription(self, state: SubscriptionState) -> SubscriptionChanged:
+        return SubscriptionChanged(
+            account=self.account,
+            service=self.service,
+            node=self.node,
+            observed_at=self.clock(),
+            source="fetch",
+            jid=self.account,
+            subscription=state,
+        )
+
+    def page(self, items: list[Item], index: int) -> SyncPageFetched:
+        return SyncPageFetched(
+            account=self.account,
+            service=self.service,
+            node=self.node,
+            observed_at=self.clock(),
+            sync_id=self.sync_id,
+            items=items,
+            page=index,
+        )
+
+    def completed(self, complete: bool, item_count: int, reason: str | None) -> SyncCompleted:
+        return SyncCompleted(
+            account=self.account,
+            service=self.service,
+            node=self.node,
+            observed_at=self.clock(),
+            sync_id=self.sync_id,
+            complete=complete,
+            item_count=item_count,
+            reason=reason,
+        )
+
+    def failed(self, error: str, condition: str | None) -> SyncFailed:
+        return SyncFailed(
+            account=self.account,
+            service=self.service,
+            node=self.node,
+            observed_at=self.clock(),
+            sync_id=self.sync_id,
+            error=error,
+            condition=condition,
+        )
+
+    def deleted(self) -> NodeDeleted:
+        return NodeDeleted(
+            account=self.account,
+            service=self.service,
+            node=self.node,
+            observed_at=self.clock(),
+            source="fetch",
+        )
+
+    def result(self, state: SyncState, *, item_count: int = 0, reason: str | None) -> SyncResult:
+        return SyncResult(
+            service=self.service,
+            node=self.node,
+            sync_id=self.sync_id,
+            state=state,
+            item_count=item_count,
+            reason=reason,
+        )
