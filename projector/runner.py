@@ -137,9 +137,20 @@ class Projector:
         """
         started = False
         wait = min(idle_timeout, self._lease_seconds / 3)
+        failures = 0
         try:
             while True:
-                result = await anyio.to_thread.run_sync(self.run_once)
+                try:
+                    result = await anyio.to_thread.run_sync(self.run_once)
+                except TRANSIENT as exc:
+                    # The database went away or is locked: nothing was applied; try again later.
+                    failures += 1
+                    delay = min(30.0, 0.5 * 2**failures)
+                    log.warning("projector %s: database unavailable (%s); retrying in %.1f s",
+                                self.name, str(exc).splitlines()[0], delay)  # fmt: skip
+                    await anyio.sleep(delay)
+                    continue
+                failures = 0
                 if result.read:
                     continue
                 if not started:
@@ -155,7 +166,10 @@ class Projector:
                     await anyio.sleep(wait)
         finally:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self.release)
+                try:
+                    await anyio.to_thread.run_sync(self.release)
+                except TRANSIENT:
+                    log.warning("projector %s: could not release its lease", self.name)
 
     def release(self) -> None:
         """Give up the lease (at shutdown) and close the log's listener."""
