@@ -46,6 +46,9 @@ def _register() -> None:
     cli_projector.register(cli)
     cli_replay.register(cli)
     cli_log.register(cli)
+    from . import cli_daemon
+
+    cli_daemon.register(cli)
 
 
 def _exit_code(error: PubsubCacheError) -> int:

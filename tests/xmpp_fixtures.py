@@ -1,5 +1,5 @@
 """Fixtures of the XMPP tests, a pytest plugin loaded by tests/conftest.py: one local Prosody
-for the session, and sessions on it.
+for the session, sessions on it, and the daemon running in the test's event loop.
 
 Accounts: ``publisher`` (server admin: only admins may create nodes on Prosody's pubsub
 component), ``reader`` and ``mallory`` (normal users). Without Prosody the server tests are
@@ -8,17 +8,26 @@ skipped locally and fail under CI, where the test command installs it.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
+from pubsub_cache.ops.cli_daemon import serve
 from pubsub_cache.ops.prosody import APT_INSTALL, LocalProsody
+from pubsub_cache.projector.schema import pubsub_item, pubsub_node
+from pubsub_cache.xmpp.backoff import Backoff
 from pubsub_cache.xmpp.client import PubsubClient, session
+from pubsub_cache.xmpp.ingest import Ingest, IngestOptions, XmppAccount
 
 USERS = ("publisher", "reader", "mallory")
 ADMINS = ("publisher",)
@@ -93,3 +102,106 @@ async def reader(connect_as: Connect) -> AsyncIterator[PubsubClient]:
 def node_name() -> str:
     """A node name no other test uses (the server lives for the whole session)."""
     return f"test-{uuid.uuid4().hex[:12]}"
+
+
+# -- the ingest: fresh accounts, a running daemon, and reads of what it produced --------------
+
+#: Short delays, so that reconnections and retries happen within a test's patience.
+FAST = IngestOptions(
+    reconnect=Backoff(initial=0.05, cap=0.5),
+    sync_retry=Backoff(initial=0.1, cap=1.0),
+    request_poll=0.1,
+    keepalive=30.0,
+    request_timeout=5.0,
+    connect_timeout=5.0,
+)
+
+NewAccount = Callable[[str], XmppAccount]
+
+
+@pytest.fixture
+def new_account(prosody: LocalProsody) -> NewAccount:
+    """``new_account("cache")``: a fresh account (``cache-<hex>``) on the test server, so that
+    no other test's subscriptions or roster reach it."""
+    return lambda prefix: account_on(prosody, f"{prefix}-{uuid.uuid4().hex[:8]}")
+
+
+def account_on(server: LocalProsody, user: str) -> XmppAccount:
+    """Register ``user`` on ``server``; its :class:`XmppAccount` over plaintext loopback."""
+    server.register(user, password_of(user))
+    return XmppAccount(
+        jid=server.jid(user),
+        password=password_of(user),
+        host=server.host,
+        port=server.port,
+        tls="none",
+    )
+
+
+def session_of(account: XmppAccount, **options: Any) -> AbstractAsyncContextManager[PubsubClient]:
+    """A plain session of ``account`` (not the daemon's)."""
+    return session(
+        f"{account.jid}/test-{uuid.uuid4().hex[:8]}",
+        account.password,
+        host=account.host,
+        port=account.port,
+        tls=account.tls,
+        **options,
+    )
+
+
+@asynccontextmanager
+async def running_daemon(
+    engine: Engine,
+    account: XmppAccount,
+    *,
+    projector: bool = True,
+    options: IngestOptions = FAST,
+) -> AsyncIterator[Ingest]:
+    """The daemon (ingest and, by default, projector) as ``pubsub-cache run`` runs it, in this
+    event loop; stopped (and its queue appended) on leaving the block."""
+    async with anyio.create_task_group() as group:
+        with anyio.fail_after(10):
+            ingest = await group.start(
+                functools.partial(
+                    serve, engine, account, projector=projector, signals=False, options=options
+                )
+            )
+        try:
+            yield ingest
+        finally:
+            group.cancel_scope.cancel()
+
+
+async def eventually(check: Callable[[], bool], *, timeout: float = 10.0) -> None:
+    """Wait until ``check()`` (run in a worker thread: it may query the database) is true."""
+    with anyio.fail_after(timeout):
+        while not await anyio.to_thread.run_sync(check):
+            await anyio.sleep(0.02)
+
+
+def cached_items(engine: Engine, account: str, service: str, node: str) -> dict[str, str | None]:
+    """The read model's items of a node: item id to payload."""
+    query = (
+        sa.select(pubsub_item.c.item_id, pubsub_item.c.payload)
+        .select_from(pubsub_item.join(pubsub_node))
+        .where(
+            pubsub_node.c.account == account,
+            pubsub_node.c.service == service,
+            pubsub_node.c.node == node,
+        )
+    )
+    with engine.connect() as connection:
+        return {row.item_id: row.payload for row in connection.execute(query)}
+
+
+def cached_node(engine: Engine, account: str, service: str, node: str) -> dict[str, Any] | None:
+    """The read model's row of a node, as a dict; ``None`` when it has none."""
+    query = sa.select(pubsub_node).where(
+        pubsub_node.c.account == account,
+        pubsub_node.c.service == service,
+        pubsub_node.c.node == node,
+    )
+    with engine.connect() as connection:
+        row = connection.execute(query).first()
+    return dict(row._mapping) if row is not None else None

@@ -16,6 +16,8 @@
 --                                   create nodes on the pubsub component)
 --   PUBSUB_CACHE_PROSODY_LOG_LEVEL  minimum log level (default info)
 --   PUBSUB_CACHE_PROSODY_MAX_ITEMS  upper bound a node's max_items may be set to (default 256)
+--   PUBSUB_CACHE_PROSODY_PUBSUB_STORAGE  store of pubsub and PEP data (default memory; "internal"
+--                                   keeps nodes, items and subscriptions across restarts)
 --
 -- Facts measured on Prosody 0.12.3 (see DESIGN.md): Debian's stock config rate-limits c2s, the
 -- default file store rewrites a whole node on every publish (hence "memory" for pubsub and PEP
@@ -31,6 +33,7 @@ local interface = os.getenv("PUBSUB_CACHE_PROSODY_INTERFACE") or "127.0.0.1"
 local domain = os.getenv("PUBSUB_CACHE_PROSODY_DOMAIN") or "localhost"
 local log_level = os.getenv("PUBSUB_CACHE_PROSODY_LOG_LEVEL") or "info"
 local max_items = tonumber(os.getenv("PUBSUB_CACHE_PROSODY_MAX_ITEMS") or "256")
+local pubsub_storage = os.getenv("PUBSUB_CACHE_PROSODY_PUBSUB_STORAGE") or "memory"
 local admin_jids = {}
 for jid in (os.getenv("PUBSUB_CACHE_PROSODY_ADMINS") or ""):gmatch("[^,%s]+") do
 	admin_jids[#admin_jids + 1] = jid
@@ -62,13 +65,15 @@ s2s_require_encryption = false
 allow_unencrypted_plain_auth = true
 authentication = "internal_hashed"
 
--- Storage: accounts (and rosters) on disk; pubsub and PEP data in memory --------------------
+-- Storage: accounts (and rosters) on disk; pubsub and PEP data in memory (by default) ------
 default_storage = "internal"
+-- The memory store refuses items beyond this many per node ("quota-limit"), 1000 by default.
+storage_archive_item_limit = math.max(1000, max_items)
 storage = {
-	pubsub_nodes = "memory",
-	pubsub_data = "memory",
-	pep = "memory",
-	pep_data = "memory",
+	pubsub_nodes = pubsub_storage,
+	pubsub_data = pubsub_storage,
+	pep = pubsub_storage,
+	pep_data = pubsub_storage,
 }
 
 modules_enabled = {
@@ -88,6 +93,6 @@ pep_max_items = max_items
 VirtualHost(domain)
 
 Component("pubsub." .. domain) "pubsub"
-	storage = "memory"
+	storage = pubsub_storage
 	expose_publisher = true -- items carry the publisher attribute
 	pubsub_max_items = max_items

@@ -1,0 +1,212 @@
+"""``pubsub-cache run``, ``ingest`` and ``sync``: the daemon and its XMPP half.
+
+``run`` is the daemon: the ingest (XMPP session → event log) and the projector (event log → read
+model) in one anyio task group; ``ingest`` is the first alone (the projector then runs as
+``pubsub-cache project``, possibly elsewhere on the same PostgreSQL). Both stop cleanly on
+SIGTERM or SIGINT: the projector finishes its batch, the ingest appends what it has queued.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import signal
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.abc
+import anyio.to_thread
+import click
+from sqlalchemy.engine import Engine
+
+from pubsub_cache.errors import PubsubCacheError
+from pubsub_cache.events.log import EventLog
+from pubsub_cache.events.types import SyncRequested
+
+from .context import AppContext
+from .settings import PREFIX, ConfigError, Settings
+
+if TYPE_CHECKING:  # imported where used: ``pubsub-cache --help`` need not load slixmpp
+    from pubsub_cache.xmpp.ingest import Ingest, IngestOptions, XmppAccount
+    from pubsub_cache.xmpp.sync import SyncResult
+
+log = logging.getLogger(__name__)
+
+#: Longest wait of the projector for new events before it looks again (seconds).
+PROJECTOR_WAIT = 0.25
+
+
+def register(cli: click.Group) -> None:
+    """Add this module's commands to ``cli`` (and ``bench ingest`` to its bench group)."""
+    from .bench.cli import bench
+    from .bench.ingest import ingest as bench_ingest
+
+    cli.add_command(run)
+    cli.add_command(ingest)
+    cli.add_command(sync)
+    bench.add_command(bench_ingest)
+
+
+def xmpp_account(settings: Settings) -> XmppAccount:
+    """The account of the settings, or a :class:`ConfigError` saying what to set."""
+    from pubsub_cache.xmpp.ingest import XmppAccount
+
+    jid, password = settings.require_account()
+    return XmppAccount(
+        jid=jid,
+        password=password,
+        host=settings.xmpp_host,
+        port=settings.xmpp_port,
+        tls=settings.xmpp_tls,
+    )
+
+
+@click.command()
+@click.pass_obj
+def run(app: AppContext) -> None:
+    """The daemon: ingest and projector together, until SIGTERM or SIGINT."""
+    _serve(app, projector=True)
+
+
+@click.command()
+@click.pass_obj
+def ingest(app: AppContext) -> None:
+    """The ingest alone: XMPP notifications and syncs into the log (no projector)."""
+    _serve(app, projector=False)
+
+
+def _serve(app: AppContext, *, projector: bool) -> None:
+    from .logs import configure_logging
+
+    account = xmpp_account(app.settings)
+    configure_logging(app.settings.log_level)
+    engine = app.engine()
+    daemon = functools.partial(
+        serve, engine, account, projector=projector, metrics_port=app.settings.metrics_port
+    )
+    try:
+        anyio.run(daemon, backend="asyncio")
+    except BaseExceptionGroup as group:
+        raise _first_error(group) from None
+    log.info("stopped")
+
+
+async def serve(
+    engine: Engine,
+    account: XmppAccount,
+    *,
+    projector: bool = True,
+    signals: bool = True,
+    options: IngestOptions | None = None,
+    metrics_port: int | None = None,
+    task_status: anyio.abc.TaskStatus[Ingest] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the ingest (and the projector) on ``engine`` until cancelled or signalled;
+    ``started(ingest)`` once the first XMPP session is up (and the projector caught up)."""
+    from pubsub_cache.projector.analysers import default_registry
+    from pubsub_cache.projector.runner import Projector
+    from pubsub_cache.xmpp.directory import ReadModelDirectory
+    from pubsub_cache.xmpp.ingest import Ingest
+
+    registry = default_registry()
+    daemon = Ingest(
+        account, EventLog(engine), ReadModelDirectory(engine, registry), options=options
+    )
+    follower = Projector(engine, registry=registry) if projector else None
+    try:
+        async with anyio.create_task_group() as group:
+            if signals:
+                group.start_soon(_stop_on_signal, group.cancel_scope)
+            if metrics_port is not None:
+                from .metrics import serve_metrics
+
+                await group.start(serve_metrics, engine, metrics_port)
+            if follower is not None:
+                run = functools.partial(follower.run, idle_timeout=PROJECTOR_WAIT)
+                await group.start(run)
+            await group.start(daemon.run)
+            log.info("ingest of %s running", account.jid, extra={"projector": projector})
+            task_status.started(daemon)
+    finally:
+        if follower is not None:
+            # Projector.run leaves its last log wait running in a worker thread, and on
+            # PostgreSQL that wait can open a new LISTEN connection after release() closed the
+            # old one. Once the wait is over, release again so that none is left open.
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep(PROJECTOR_WAIT + 0.05)
+                await anyio.to_thread.run_sync(follower.release)
+
+
+async def _stop_on_signal(scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for received in signals:
+            log.info("received %s: stopping", signal.Signals(received).name)
+            scope.cancel()
+            return
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    # anyio wraps a task's exception in a group; the user wants the one line it says.
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            return _first_error(error)
+        if isinstance(error, PubsubCacheError):
+            return error
+    return group
+
+
+@click.command()
+@click.argument("service")
+@click.argument("node")
+@click.option("--now", is_flag=True, help="Connect and sync here instead of asking the daemon.")
+@click.pass_obj
+def sync(app: AppContext, service: str, node: str, now: bool) -> None:
+    """Synchronise NODE of SERVICE: record the request, which the daemon carries out."""
+    settings = app.settings
+    if now:
+        account = xmpp_account(settings)
+        try:
+            result = anyio.run(_sync_now, app.event_log(), account, service, node)
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
+        reason = f" ({result.reason})" if result.reason else ""
+        click.echo(f"node {node!r} of {service}: {result.state}, {result.item_count} items{reason}")
+        if result.state == "ERROR":
+            raise click.exceptions.Exit(1)
+        return
+    if not settings.jid:
+        raise ConfigError(f"{PREFIX}JID", "no XMPP account configured: set it to the bare JID")
+    request = SyncRequested(
+        account=settings.jid,
+        service=service,
+        node=node,
+        observed_at=datetime.now(UTC),
+        reason="pubsub-cache sync",
+    )
+    [position] = app.event_log().append([request])
+    click.echo(f"sync of node {node!r} of {service} requested (log position {position})")
+
+
+async def _sync_now(log: EventLog, account: XmppAccount, service: str, node: str) -> SyncResult:
+    from pubsub_cache.xmpp.client import session
+    from pubsub_cache.xmpp.sync import sync_node
+    from pubsub_cache.xmpp.writer import EventWriter
+
+    writer = EventWriter(log)
+    async with (
+        session(
+            account.full_jid(),
+            account.password,
+            host=account.host,
+            port=account.port,
+            tls=account.tls,
+            presence=False,
+        ) as client,
+        anyio.create_task_group() as group,
+    ):
+        await group.start(writer.run)
+        result = await sync_node(client, writer, service, node)
+        await writer.flush()
+        group.cancel_scope.cancel()
+    return result
