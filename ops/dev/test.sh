@@ -8,29 +8,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-log() { printf '\n==> %s\n' "$*"; }
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-
-apt_updated=""
-apt_install() {
-    if [ -z "$apt_updated" ]; then as_root apt-get update -qq; apt_updated=1; fi
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
-}
+# shellcheck source=ops/dev/setup.sh
+source ops/dev/setup.sh  # log, as_root, apt_install, setup_venv, setup_prosody
 
 log "Python environment (.venv)"
-if [ ! -x .venv/bin/python ]; then
-    python3 -m venv .venv
-fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -U pip setuptools wheel
-.venv/bin/python -m pip install -q --disable-pip-version-check --no-build-isolation \
-    -e '.[dev]' --config-settings editable_mode=strict
+setup_venv
 
 log "Prosody"
-if ! command -v prosody >/dev/null; then
-    apt_install prosody
-    # The package starts a system-wide server; the tests start their own on other ports.
-    as_root sh -c 'command -v service >/dev/null && service prosody stop' >/dev/null 2>&1 || true
-fi
+setup_prosody
 dpkg-query -W prosody 2>/dev/null || true
 
 if [ -z "${PUBSUB_CACHE_TEST_POSTGRES_URL:-}" ]; then
