@@ -37,9 +37,13 @@ from .pubsub import PubsubClient
 from .scheduler import SyncScheduler
 from .sync import Clock, SyncResult, sync_node, utc_now
 from .translate import events_from_message
-from .writer import EventWriter
+from .writer import RETRYABLE, EventWriter
 
 log = logging.getLogger(__name__)
+
+#: Connection failures that retrying cannot mend (when they happen at the very first attempt:
+#: later, a server being reconfigured under us is worth waiting for).
+FATAL = ("authentication failed", "no acceptable SASL mechanism")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,6 +101,7 @@ class Ingest:
         self._directory = directory
         self._clock = clock
         self._wanted: set[NodeRef] = set()  # nodes to keep synced, known to this process
+        self._unwanted: set[NodeRef] = set()  # nodes whose analyser said no, on a payload
         self._handled_requests: dict[NodeRef, int] = {}
         self.fetcher = PayloadFetcher(self.writer, account.jid, clock)
         self.sessions = 0
@@ -110,7 +115,8 @@ class Ingest:
         """Connect, ingest, reconnect, until cancelled; ``started`` once the first session is up.
 
         Raises :class:`XmppConnectError` when the very first attempt fails to authenticate (a
-        wrong password is not worth retrying); other failures are retried with backoff.
+        wrong password is not worth retrying, see :data:`FATAL`); other failures are retried
+        with backoff.
         """
         try:
             async with anyio.create_task_group() as group:
@@ -145,7 +151,7 @@ class Ingest:
                     on_disconnected=lost.set,
                 )
             except XmppConnectError as exc:
-                if self.sessions == 0 and failures == 0 and "authentication" in exc.cause:
+                if self.sessions == 0 and failures == 0 and exc.cause.startswith(FATAL):
                     raise
                 failures += 1
                 delay = self.options.reconnect.delay(failures)
@@ -171,8 +177,7 @@ class Ingest:
     ) -> None:
         async with anyio.create_task_group() as group:
             await group.start(self.scheduler.run, functools.partial(self._sync, client))
-            await self._catch_up()
-            group.start_soon(self._serve_requests)
+            group.start_soon(self._watch_read_model)
             group.start_soon(self.fetcher.run, client)
             group.start_soon(self._keepalive, client, lost)
             task_status.started()
@@ -201,32 +206,44 @@ class Ingest:
         )
         return result
 
-    async def _catch_up(self) -> None:
-        stored = await anyio.to_thread.run_sync(self._directory.nodes_to_resync, self.account.jid)
-        self._wanted.update(stored)
-        for ref in [*stored, *sorted(self._wanted - set(stored))]:
-            self.scheduler.request(ref, "catch-up after connecting")
-        log.info("catching up %d synced nodes", len(self._wanted))
-
     def request_sync(self, service: str, node: str, reason: str) -> None:
         """Sync ``service``/``node`` now, and again after every reconnection."""
         ref = NodeRef(service, node)
         self._wanted.add(ref)
         self.scheduler.request(ref, reason)
 
-    async def _serve_requests(self) -> None:
-        # SyncRequested events reach us through the read model (sync_requested_position): the
-        # projector has checked and recorded them, and requests made while we were down wait
-        # there too.
+    async def _watch_read_model(self) -> None:
+        # The read model says what to catch up after connecting, and which syncs were requested
+        # (SyncRequested events, projected as sync_requested_position: requests made while we
+        # were down wait there too). A database that is away is waited for; the nodes this
+        # process knows are caught up meanwhile.
+        for ref in sorted(self._wanted):
+            self.scheduler.request(ref, "catch-up after connecting")
+        caught_up = False
         while True:
-            requests = await anyio.to_thread.run_sync(
-                self._directory.sync_requests, self.account.jid
-            )
-            for ref, position in requests:
-                if self._handled_requests.get(ref) != position:
-                    self._handled_requests[ref] = position
-                    self.request_sync(ref.service, ref.node, f"requested at position {position}")
+            try:
+                if not caught_up:
+                    await self._catch_up()
+                    caught_up = True
+                await self._poll_requests()
+            except RETRYABLE as exc:
+                log.warning("cannot read the read model, trying again: %s", exc)
             await anyio.sleep(self.options.request_poll)
+
+    async def _catch_up(self) -> None:
+        stored = await anyio.to_thread.run_sync(self._directory.nodes_to_resync, self.account.jid)
+        for ref in stored:
+            if ref not in self._wanted:
+                self._wanted.add(ref)
+                self.scheduler.request(ref, "catch-up after connecting")
+        log.info("catching up %d synced nodes", len(self._wanted))
+
+    async def _poll_requests(self) -> None:
+        requests = await anyio.to_thread.run_sync(self._directory.sync_requests, self.account.jid)
+        for ref, position in requests:
+            if self._handled_requests.get(ref) != position:
+                self._handled_requests[ref] = position
+                self.request_sync(ref.service, ref.node, f"requested at position {position}")
 
     async def _keepalive(self, client: PubsubClient, lost: anyio.Event) -> None:
         # A server that vanished without closing the TCP connection is only noticed by asking.
@@ -257,12 +274,17 @@ class Ingest:
         ref = NodeRef(event.service, event.node)
         if isinstance(event, NodeDeleted):
             self._wanted.discard(ref)
+            self._unwanted.discard(ref)
             self.scheduler.forget(ref)
         elif isinstance(event, ItemsPublished):
             for item in event.items:
                 if item.payload is None:
                     self.fetcher.add(ref, item.id)
-            if ref not in self._wanted:
+            if ref not in self._wanted and ref not in self._unwanted:
+                # Analysed once per node (parsing a payload is not free), or until a payload
+                # shows the namespace when the first notifications carried none.
                 sample = next((i.payload for i in event.items if i.payload is not None), None)
                 if self._directory.wants_sync(ref.service, ref.node, sample):
                     self.request_sync(ref.service, ref.node, "first seen in a notification")
+                elif sample is not None:
+                    self._unwanted.add(ref)

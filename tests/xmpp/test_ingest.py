@@ -3,6 +3,8 @@ the projector, into the read model."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import anyio
 import anyio.to_thread
 import pytest
@@ -14,12 +16,18 @@ from pubsub_cache.events.types import (
     ItemsPublished,
     NotificationRejected,
     SyncCompleted,
+    SyncRequested,
     SyncStarted,
 )
 from pubsub_cache.ops.prosody import LocalProsody
+from pubsub_cache.projector.analysers import default_registry
+from pubsub_cache.projector.runner import Projector
 from pubsub_cache.projector.schema import pubsub_counter
 from pubsub_cache.xmpp.client import PubsubClient
+from pubsub_cache.xmpp.directory import NodeRef, ReadModelDirectory
+from pubsub_cache.xmpp.ingest import Ingest
 from xmpp_fixtures import (
+    FAST,
     NewAccount,
     cached_items,
     cached_node,
@@ -31,6 +39,7 @@ from xmpp_fixtures import (
 pytestmark = [pytest.mark.anyio, pytest.mark.xmpp]
 
 ATOM = "http://www.w3.org/2005/Atom"
+NOW = datetime.now(UTC)
 MICROBLOG = "urn:xmpp:microblog:0"
 
 
@@ -232,10 +241,6 @@ async def test_a_sync_requested_in_the_log_is_carried_out(
     engine: Engine,
     node_name: str,
 ) -> None:
-    from datetime import UTC, datetime
-
-    from pubsub_cache.events.types import SyncRequested
-
     service, cache = prosody.pubsub_service, new_account("cache")
     await publisher.create_node(service, node_name)
     await publisher.publish(service, node_name, "x", entry("x"))
@@ -283,3 +288,68 @@ async def test_the_ingest_alone_writes_the_log_without_touching_the_read_model(
         "ItemsPublished",
     ]
     assert cached_node(engine, cache.jid, service, node_name) is None
+
+
+async def test_a_node_in_error_is_retried_until_the_sync_succeeds(
+    prosody: LocalProsody,
+    publisher: PubsubClient,
+    new_account: NewAccount,
+    engine: Engine,
+    node_name: str,
+) -> None:
+    service, cache = prosody.pubsub_service, new_account("cache")
+    await publisher.create_node(service, node_name, {"access_model": "whitelist"})
+    await publisher.publish(service, node_name, "x", entry("members only"))
+
+    def state() -> str | None:
+        return (cached_node(engine, cache.jid, service, node_name) or {}).get("sync_state")
+
+    async with running_daemon(engine, cache) as daemon:
+        daemon.request_sync(service, node_name, "test")
+        await eventually(lambda: state() == "ERROR")
+        node = cached_node(engine, cache.jid, service, node_name)
+        assert node is not None
+        assert "forbidden" in node["sync_reason"] or "not-authorized" in node["sync_reason"]
+
+        await publisher.configure_node(service, node_name, {"access_model": "open"})
+        await eventually(lambda: state() == "COMPLETED")
+        assert set(cached_items(engine, cache.jid, service, node_name)) == {"x"}
+
+
+class FlakyDirectory(ReadModelDirectory):
+    """The read model, unreachable for the first ``failures`` reads."""
+
+    def __init__(self, engine: Engine, failures: int) -> None:
+        super().__init__(engine, default_registry())
+        self.failures = failures
+
+    def nodes_to_resync(self, account: str) -> list[NodeRef]:
+        if self.failures > 0:
+            self.failures -= 1
+            raise sa.exc.OperationalError("SELECT", {}, Exception("database is away"))
+        return super().nodes_to_resync(account)
+
+
+async def test_an_unreachable_read_model_delays_the_catch_up_without_stopping_the_ingest(
+    prosody: LocalProsody,
+    publisher: PubsubClient,
+    new_account: NewAccount,
+    engine: Engine,
+    node_name: str,
+) -> None:
+    service, cache = prosody.pubsub_service, new_account("cache")
+    await publisher.create_node(service, node_name)
+    log = EventLog(engine)
+    log.append([SyncRequested(account=cache.jid, service=service, node=node_name, observed_at=NOW)])
+    Projector(engine, registry=default_registry()).catch_up()  # the request is in the model
+    directory = FlakyDirectory(engine, failures=2)
+    ingest = Ingest(cache, log, directory, options=FAST)
+
+    async with anyio.create_task_group() as group:
+        with anyio.fail_after(10):
+            await group.start(ingest.run)
+            while not any(isinstance(r.event, SyncCompleted) for r in log.read()):
+                await anyio.sleep(0.02)
+        group.cancel_scope.cancel()
+
+    assert directory.failures == 0
