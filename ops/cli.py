@@ -38,7 +38,7 @@ def cli(ctx: click.Context, config_file: Path | None) -> None:
 
 
 def _register() -> None:
-    from . import cli_db, cli_log, cli_projector, cli_replay
+    from . import cli_db, cli_log, cli_projector, cli_query, cli_replay
     from .bench import cli as bench_cli
 
     cli.add_command(cli_db.db)
@@ -46,6 +46,7 @@ def _register() -> None:
     cli_projector.register(cli)
     cli_replay.register(cli)
     cli_log.register(cli)
+    cli_query.register(cli)
     from . import cli_daemon
 
     cli_daemon.register(cli)
