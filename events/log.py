@@ -77,6 +77,7 @@ class EventLog:
         self._appended = threading.Condition()
         self._listener: Any = None
         self._listener_lock = threading.Lock()
+        self._closed = False
 
     @property
     def engine(self) -> Engine:
@@ -191,6 +192,7 @@ class EventLog:
     def close(self) -> None:
         """Release the PostgreSQL listening connection, if one was opened."""
         with self._listener_lock:
+            self._closed = True
             if self._listener is not None:
                 self._listener.close()
                 self._listener = None
@@ -203,6 +205,10 @@ class EventLog:
         import psycopg
 
         with self._listener_lock:
+            if self._closed:
+                # A waiter left running after close() (an abandoned thread) must not reopen.
+                time.sleep(seconds)
+                return
             if self._listener is None:
                 url = self._engine.url.set(drivername="postgresql")
                 self._listener = psycopg.connect(

@@ -110,10 +110,10 @@ async def serve(
     from pubsub_cache.xmpp.ingest import Ingest
 
     registry = default_registry()
-    daemon = Ingest(
-        account, EventLog(engine), ReadModelDirectory(engine, registry), options=options
-    )
-    follower = Projector(engine, registry=registry) if projector else None
+    # One EventLog for both: an append by the ingest wakes the projector at once.
+    event_log = EventLog(engine)
+    daemon = Ingest(account, event_log, ReadModelDirectory(engine, registry), options=options)
+    follower = Projector(engine, registry=registry, log=event_log) if projector else None
     try:
         async with anyio.create_task_group() as group:
             if signals:
@@ -129,13 +129,8 @@ async def serve(
             log.info("ingest of %s running", account.jid, extra={"projector": projector})
             task_status.started(daemon)
     finally:
-        if follower is not None:
-            # Projector.run leaves its last log wait running in a worker thread, and on
-            # PostgreSQL that wait can open a new LISTEN connection after release() closed the
-            # old one. Once the wait is over, release again so that none is left open.
-            with anyio.CancelScope(shield=True):
-                await anyio.sleep(PROJECTOR_WAIT + 0.05)
-                await anyio.to_thread.run_sync(follower.release)
+        # Closed for good: a log wait still finishing in a worker thread cannot reopen it.
+        event_log.close()
 
 
 async def _stop_on_signal(scope: anyio.CancelScope) -> None:

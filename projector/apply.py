@@ -53,6 +53,7 @@ class NodeRow:
     analyser: Analyser | None
     sync_id: str | None
     sync_position: int | None
+    deleted: bool = False
 
 
 class BatchApplier:
@@ -96,7 +97,7 @@ class BatchApplier:
             case NodeDeleted(redirect=redirect):
                 node = self._node(event, position)
                 self._items.delete_where(self._tables.item.c.node_id == node.id, nodes=[node.id])
-                node.sync_id = None
+                node.sync_id, node.deleted = None, True
                 self._update(node, deleted=True, redirect=redirect, sync_state="NONE", sync_id=None)
             case NodeConfigured(form=form):
                 node = self._node(event, position)
@@ -199,9 +200,13 @@ class BatchApplier:
         node = self._nodes.get(key) or self._load_node(key)
         if node is None:
             node = self._create_node(key, position, when, items)
-        elif node.analyser is None and isinstance(event, ItemsPublished | SyncPageFetched):
-            # Nodes first seen without a payload are analysed again once one arrives.
-            self._analyse(node, key, items)
+        elif isinstance(event, ItemsPublished | SyncPageFetched):
+            if node.deleted:  # published to again: the node was created anew
+                node.deleted = False
+                self._update(node, deleted=False, redirect=None)
+            if node.analyser is None:
+                # Nodes first seen without a payload are analysed again once one arrives.
+                self._analyse(node, key, items)
         self._touched[node.id] = (position, when)
         self._recount.add(node.id)
         return node
@@ -209,15 +214,18 @@ class BatchApplier:
     def _load_node(self, key: NodeKey) -> NodeRow | None:
         columns = self._tables.node.c
         row = self._connection.execute(
-            sa.select(columns.id, columns.analyser, columns.sync_id, columns.sync_position).where(
-                columns.account == key[0], columns.service == key[1], columns.node == key[2]
-            )
+            sa.select(
+                columns.id,
+                columns.analyser,
+                columns.sync_id,
+                columns.sync_position,
+                columns.deleted,
+            ).where(columns.account == key[0], columns.service == key[1], columns.node == key[2])
         ).first()
         if row is None:
             return None
-        node = NodeRow(
-            row.id, self._analysers.get(row.analyser or ""), row.sync_id, row.sync_position
-        )
+        analyser = self._analysers.get(row.analyser or "")
+        node = NodeRow(row.id, analyser, row.sync_id, row.sync_position, bool(row.deleted))
         self._nodes[key] = node
         return node
 

@@ -87,6 +87,7 @@ class Projector:
         lease_seconds: float = 15.0,
         owner: str | None = None,
         tables: ReadModel = LIVE,
+        log: EventLog | None = None,
     ) -> None:
         self._engine = engine
         self._tables = tables
@@ -96,7 +97,10 @@ class Projector:
         self._batch_size = batch_size
         self._lease_seconds = lease_seconds
         self.owner = owner or checkpoint.new_owner()
-        self._log = EventLog(engine)
+        # Sharing the appender's EventLog (the daemon's ingest) wakes the projector at once
+        # after an append in this process, instead of at the next poll.
+        self._log = log or EventLog(engine)
+        self._owns_log = log is None
 
     @property
     def engine(self) -> Engine:
@@ -175,7 +179,8 @@ class Projector:
         """Give up the lease (at shutdown) and close the log's listener."""
         with write_transaction(self._engine) as connection:
             checkpoint.release(connection, self.name, self.owner)
-        self._log.close()
+        if self._owns_log:
+            self._log.close()
 
     def _batch(self, *, one_by_one: bool) -> BatchResult:
         now = time.time()

@@ -287,3 +287,12 @@ def test_operator_reset_forgets_nodes_of_one_account_only(project: Project, engi
     with engine.connect() as connection:
         accounts = connection.execute(sa.select(pubsub_node.c.account)).scalars().all()
     assert accounts == ["other@example.org"]
+
+
+def test_publishing_to_a_deleted_node_brings_it_back(project: Project, engine: Engine) -> None:
+    deleted = NodeDeleted(
+        account=ACCOUNT, service=SERVICE, node=NODE, observed_at=at(1), redirect="xmpp:x"
+    )
+    project([published("1"), deleted, published("2", when=2)])
+    node = node_row(engine)
+    assert (node["deleted"], node["redirect"], node["item_count"]) == (False, None, 1)
