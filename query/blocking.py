@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from .api import Query
-from .cache import NodeRow
 from .core import Database
 from .errors import ProjectionTimeout
 from .filters import Filter
 from .model import NodeState, Page, PageItem, RsmRequest, SearchResult
 from .nodes import LIVE_PROJECTOR, checkpoint_position, list_nodes, node_state
+from .rows import NodeRow
 from .search import search
 
 if TYPE_CHECKING:

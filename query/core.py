@@ -19,10 +19,11 @@ from pubsub_cache.events.types import SyncRequested
 from pubsub_cache.projector.analysers import AnalyserRegistry, NodeInfo, default_registry
 from pubsub_cache.projector.parsers import Parser
 
-from .cache import CacheAnswer, CacheReader, NodeRow
+from .cache import CacheAnswer, CacheReader
 from .errors import InvalidOrder, InvalidQuery, NotCached
 from .model import ORDERS, Order, PageItem, RsmRequest
 from .nodes import configured_max_items, node_state
+from .rows import NodeRow
 
 if TYPE_CHECKING:
     from pubsub_cache.xmpp.pubsub import PubsubClient
@@ -167,6 +168,7 @@ class QueryCore:
 
     def close(self) -> None:
         """Release what this object opened (not an engine or log it was given)."""
+        self.reader.close()
         if self._owns_log and self._log is not None:
             self._log.close()
         if self.owns_engine:

@@ -24,11 +24,11 @@ from sqlalchemy.engine import Connection, Engine
 
 from pubsub_cache.projector.schema import pubsub_item, pubsub_node
 
-from .cache import ORDER_KEYS, item_columns, to_item
 from .errors import InvalidOrder, InvalidPath, InvalidQuery
 from .filters import SQLITE_LOWER, Filter, Params, filter_clause
 from .model import SearchHit, SearchResult
 from .paths import parse_path
+from .rows import ORDER_KEYS, item_columns, to_item
 
 MAX_LIMIT = 1000
 MAX_FILTERS = 32

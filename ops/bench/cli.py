@@ -49,3 +49,13 @@ def replay(quick: bool, events: int | None) -> None:
     from .replay import run
 
     run(quick=quick, events=events)
+
+
+@bench.command()
+@_QUICK
+@_POSTGRES
+def read(quick: bool, postgres_url: str | None) -> None:
+    """Cached get_items (20 newest of 100k) beside raw SQL and a live Prosody read; search."""
+    from .read import run
+
+    run(quick=quick, postgres_url=postgres_url or os.environ.get("PUBSUB_CACHE_TEST_POSTGRES_URL"))

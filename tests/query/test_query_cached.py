@@ -368,3 +368,22 @@ def test_the_blocking_facade_answers_like_the_async_one(
     assert blocking.get_item(ACCOUNT, SERVICE, NODE, "i01") is not None
     assert [n.node for n in blocking.nodes(ACCOUNT)] == [NODE]
     assert blocking.wait_for(4, timeout=1) == 4
+
+
+def test_a_read_survives_the_server_dropping_its_kept_connection(
+    rows: ReadModelRows, blocking: BlockingQuery, engine: Engine
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only: a server that drops connections")
+    rows.items(rows.node(), numbered(3))
+    assert ids(blocking.get_items(ACCOUNT, SERVICE, NODE, max_items=2).items) == ["i01", "i02"]
+    kept = blocking._core.reader._connections._idle  # white box: the connection to kill
+    pids = [connection.driver_connection.info.backend_pid for connection in kept]
+    assert pids
+    with engine.connect() as connection:
+        for pid in pids:
+            connection.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+    page = blocking.get_items(ACCOUNT, SERVICE, NODE, max_items=2)
+
+    assert ids(page.items) == ["i01", "i02"]

@@ -1,0 +1,276 @@
+"""``pubsub-cache bench read``: cached ``get_items`` of the 20 newest items of a 100k-item
+XEP-0277 node, beside raw SQL for the same rows and a live read of a 20-item node from a local
+Prosody, all in the same run; and a search on a parsed key without and with an index.
+
+- **cached**: ``await Query.get_items(account, service, node, max_items=20)``, the async API
+  (on SQLite it reads in the event loop's thread), giving 20 items with their RSM set;
+  ``parsed`` is decoded on access, so a second line also reads every item's ``parsed``;
+- **raw**: one hand-written join keyed by (account, service, node) on a plain ``sqlite3``
+  (or ``psycopg``) connection, ``fetchall()`` of the same 20 rows, nothing decoded;
+- **live**: the same ``get_items`` through the query library on a node the cache does not hold,
+  read from Prosody over loopback by the client's session (fetch, parse, window);
+- **search**: ``title eq <one title>`` through ``Query.search``, before and after
+  ``CREATE INDEX`` on the expression the search uses.
+
+The node is filled through the real projector (sync pages of 1,000 items). Calls of cached and
+raw alternate in rounds; latencies are per call. Prints p50/p95, ``cached/raw`` (target <= 2),
+and last ``ratio=<live p50 / cached p50> target=20``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from pubsub_cache.events import Item, SyncCompleted, SyncPageFetched, SyncStarted
+from pubsub_cache.events.db import create_engine
+from pubsub_cache.events.log import EventLog
+from pubsub_cache.migrations.api import ensure_schema
+from pubsub_cache.ops.scratch import scratch_postgres, sqlite_url
+from pubsub_cache.projector.analysers import default_registry
+from pubsub_cache.projector.runner import Projector
+from pubsub_cache.query import Filter, Query
+
+from .payloads import MICROBLOG_NODE, atom_entry
+from .report import print_table
+
+ACCOUNT = "romeo@montague.lit"
+SERVICE = "juliet@capulet.lit"
+PAGE = 1000
+_RAW = (
+    "SELECT item_id, publisher, payload, parsed, published_at, updated_at FROM pubsub_item "
+    "WHERE node_id = (SELECT id FROM pubsub_node WHERE account = {p} AND service = {p} "
+    "AND node = {p}) ORDER BY created_position DESC, id DESC LIMIT 20"
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much to do: node size (on SQLite, on PostgreSQL), calls per side, live reads,
+    unindexed searches."""
+
+    items: int
+    postgres_items: int
+    calls: int
+    live_calls: int
+    searches: int
+
+
+# Filling PostgreSQL through the projector runs at ~1,200 items/s here: --quick stays within
+# 60 s with a smaller node there.
+QUICK = Plan(items=100_000, postgres_items=5_000, calls=2_000, live_calls=100, searches=3)
+FULL = Plan(items=100_000, postgres_items=100_000, calls=10_000, live_calls=400, searches=20)
+
+
+@dataclass
+class Latencies:
+    """Per-call seconds of one measured case."""
+
+    name: str
+    seconds: list[float]
+
+    def quantile(self, q: float) -> float:
+        ordered = sorted(self.seconds)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.seconds)
+
+    def row(self, database: str) -> list[object]:
+        return [database, self.name, len(self.seconds), self.p50 * 1e6, self.quantile(0.95) * 1e6]
+
+
+def run(*, quick: bool, postgres_url: str | None) -> float:
+    """Measure; print the table and the ratios; return live p50 / cached p50 (SQLite)."""
+    plan = QUICK if quick else FULL
+    with tempfile.TemporaryDirectory(prefix="pubsub-cache-bench-") as folder:
+        path = Path(folder) / "read.sqlite3"
+        results = anyio.run(_measure, sqlite_url(path), plan, True, _sqlite_raw(path))
+        postgres: dict[str, Latencies] = {}
+        if postgres_url:
+            with scratch_postgres(postgres_url, prefix="bench") as url:
+                postgres = anyio.run(_measure, url, plan, False, _postgres_raw(url))
+    rows = [case.row(f"sqlite {plan.items // 1000}k") for case in results.values()]
+    rows += [case.row(f"postgresql {plan.postgres_items // 1000}k") for case in postgres.values()]
+    print_table(["database, items", "case", "calls", "p50 us", "p95 us"], rows)
+    cached, raw = results["cached"].p50, results["raw"].p50
+    if postgres:
+        pg_ratio = postgres["cached"].p50 / postgres["raw"].p50
+        print(f"postgresql cached/raw={pg_ratio:.2f} target=2")
+    searched = results["search, no index"].p50 / results["search, indexed"].p50
+    print(f"search unindexed/indexed={searched:.0f}")
+    print(f"cached/raw={cached / raw:.2f} target=2")
+    ratio = results["live"].p50 / cached
+    print(f"ratio={ratio:.1f} target=20")
+    return ratio
+
+
+async def _measure(
+    url: str, plan: Plan, live: bool, raw_factory: Callable[[], Callable[[], list[Any]]]
+) -> dict[str, Latencies]:
+    engine = create_engine(url)
+    ensure_schema(engine)
+    count = plan.items if live else plan.postgres_items
+    await anyio.to_thread.run_sync(_fill, engine, count)
+    raw = raw_factory()
+    results: dict[str, Latencies] = {}
+    async with Query.open(engine) as query:
+        newest = await query.get_items(ACCOUNT, SERVICE, MICROBLOG_NODE, max_items=20)
+        if [row[0] for row in reversed(raw())] != [item.id for item in newest.items]:
+            raise AssertionError("the raw query and get_items disagree on the 20 newest items")
+
+        async def cached() -> None:
+            await query.get_items(ACCOUNT, SERVICE, MICROBLOG_NODE, max_items=20)
+
+        async def cached_parsed() -> None:
+            page = await query.get_items(ACCOUNT, SERVICE, MICROBLOG_NODE, max_items=20)
+            for item in page.items:
+                _ = item.parsed
+
+        async def raw_call() -> None:
+            raw()
+
+        sides = {"cached": cached, "raw": raw_call, "cached + every parsed": cached_parsed}
+        results.update(await _alternate(sides, plan.calls))
+        title = newest.items[0].parsed["title"]
+        results.update(await _search_cases(query, engine, title, plan.searches))
+    if live:
+        results["live"] = await _live(engine, plan.live_calls)
+    engine.dispose()
+    return results
+
+
+def _fill(engine: Any, count: int) -> None:
+    """A COMPLETED node of ``count`` items, through the log and the projector."""
+    log = EventLog(engine)
+    now = datetime(2026, 11, 27, tzinfo=UTC)
+    common: dict[str, Any] = {
+        "account": ACCOUNT,
+        "service": SERVICE,
+        "node": MICROBLOG_NODE,
+        "sync_id": "bench",
+    }
+    log.append([SyncStarted(observed_at=now, **common)])
+    for start in range(0, count, PAGE):
+        items = [
+            Item(id=f"post-{n}", publisher=SERVICE, payload=atom_entry(n))
+            for n in range(start, min(count, start + PAGE))
+        ]
+        log.append([SyncPageFetched(observed_at=now, items=items, page=start // PAGE, **common)])
+    log.append([SyncCompleted(observed_at=now, complete=True, item_count=count, **common)])
+    Projector(engine, registry=default_registry(), batch_size=20).catch_up()
+    log.close()
+
+
+async def _alternate(
+    sides: Mapping[str, Callable[[], Awaitable[None]]], calls: int, rounds: int = 10
+) -> dict[str, Latencies]:
+    results = {name: Latencies(name, []) for name in sides}
+    for call in sides.values():  # warm caches and compiled statements
+        for _ in range(50):
+            await call()
+    per_round = max(1, calls // rounds)
+    order = list(sides.items())
+    for number in range(rounds):
+        for name, call in order if number % 2 == 0 else reversed(order):
+            seconds = results[name].seconds
+            for _ in range(per_round):
+                start = time.perf_counter()
+                await call()
+                seconds.append(time.perf_counter() - start)
+    return results
+
+
+async def _search_cases(
+    query: Query, engine: Any, title: str, searches: int
+) -> dict[str, Latencies]:
+    wanted = [Filter("title", "eq", title)]
+
+    async def once() -> None:
+        found = await query.search(ACCOUNT, filters=wanted, limit=20)
+        if found.total != 1:
+            raise AssertionError(f"the search for {title!r} found {found.total} items")
+
+    plain = Latencies("search, no index", [])
+    for _ in range(searches):
+        start = time.perf_counter()
+        await once()
+        plain.seconds.append(time.perf_counter() - start)
+    expression = (
+        "json_extract(parsed, '$.title')"
+        if engine.dialect.name == "sqlite"
+        else "(parsed #> '{title}')"
+    )
+    with engine.begin() as connection:
+        connection.exec_driver_sql(f"CREATE INDEX ix_bench_title ON pubsub_item ({expression})")
+        connection.exec_driver_sql("ANALYZE")
+    indexed = Latencies("search, indexed", [])
+    for _ in range(50):
+        await once()
+    for _ in range(searches * 20):
+        start = time.perf_counter()
+        await once()
+        indexed.seconds.append(time.perf_counter() - start)
+    return {plain.name: plain, indexed.name: indexed}
+
+
+async def _live(engine: Any, calls: int) -> Latencies:
+    """get_items of a 20-item node the cache does not hold, read from a local Prosody."""
+    from pubsub_cache.ops.prosody import LocalProsody
+    from pubsub_cache.xmpp.client import session
+
+    node = "bench-live-20"
+    with LocalProsody(admins=["publisher"]) as server:
+        for user in ("publisher", "reader"):
+            server.register(user, f"{user}-bench")
+        options: dict[str, Any] = {"host": server.host, "port": server.port, "tls": "none"}
+        service = server.pubsub_service
+        async with (
+            session(f"{server.jid('publisher')}/bench", "publisher-bench", **options) as writer,
+            session(f"{server.jid('reader')}/bench", "reader-bench", **options) as reader,
+        ):
+            await writer.create_node(service, node)
+            for n in range(20):
+                await writer.publish(service, node, f"post-{n}", atom_entry(n))
+            async with Query.open(engine, client=reader) as query:
+
+                async def read() -> None:
+                    page = await query.get_items(reader.jid, service, node, max_items=20)
+                    if page.from_cache or len(page.items) != 20:
+                        raise AssertionError("the live read did not return the 20 items live")
+
+                return (await _alternate({"live": read}, calls, rounds=1))["live"]
+
+
+def _sqlite_raw(path: Path) -> Callable[[], Callable[[], list[Any]]]:
+    def factory() -> Callable[[], list[Any]]:
+        connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        statement = _RAW.format(p="?")
+        key = (ACCOUNT, SERVICE, MICROBLOG_NODE)
+        return lambda: connection.execute(statement, key).fetchall()
+
+    return factory
+
+
+def _postgres_raw(url: str) -> Callable[[], Callable[[], list[Any]]]:
+    def factory() -> Callable[[], list[Any]]:
+        import psycopg
+        from sqlalchemy.engine import make_url
+
+        target = make_url(url).set(drivername="postgresql").render_as_string(False)
+        connection = psycopg.connect(target, autocommit=True)
+        statement = _RAW.format(p="%s")
+        key = (ACCOUNT, SERVICE, MICROBLOG_NODE)
+        return lambda: connection.execute(statement, key).fetchall()
+
+    return factory

@@ -1,0 +1,79 @@
+"""The read model's rows as the query library reads them: node facts, item columns, orders.
+
+Orders, oldest first as Prosody sends items (ties keep the order of the event that listed them):
+``creation`` = (created_position, id), ``modification`` = (updated_position, id),
+``publication`` = (published_at, created_position, id).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from pubsub_cache.projector.schema import pubsub_item, pubsub_node
+
+from .model import PageItem
+
+_item = pubsub_item.c
+_node = pubsub_node.c
+
+ORDER_KEYS: dict[str, tuple[sa.ColumnElement[Any], ...]] = {
+    "creation": (_item.created_position, _item.id),
+    "modification": (_item.updated_position, _item.id),
+    "publication": (_item.published_at, _item.created_position, _item.id),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRow:
+    """What a read needs to know of a node: where its items are and whether they are all there."""
+
+    id: int
+    sync_state: str
+    item_count: int
+    to_sync: bool
+    sync_requested: bool
+    deleted: bool
+
+
+def parsed_text(dialect: str) -> sa.ColumnElement[Any]:
+    """The ``parsed`` column as JSON text, undecoded (the model decodes it on demand)."""
+    if dialect == "postgresql":
+        return sa.cast(_item.parsed, sa.Text).label("parsed")
+    return sa.type_coerce(_item.parsed, sa.Text).label("parsed")
+
+
+def item_columns(dialect: str) -> tuple[sa.ColumnElement[Any], ...]:
+    """The columns :func:`to_item` reads, in its order."""
+    return (
+        _item.item_id,
+        _item.publisher,
+        _item.payload,
+        parsed_text(dialect),
+        _item.published_at,
+        _item.updated_at,
+    )
+
+
+def to_item(row: Sequence[Any], at: int = 0) -> PageItem:
+    """The item whose :func:`item_columns` start at ``row[at]``."""
+    if at:
+        row = row[at : at + 6]
+    return PageItem(*row)
+
+
+NODE_COLUMNS = (
+    _node.id,
+    _node.sync_state,
+    _node.item_count,
+    _node.to_sync,
+    _node.sync_requested_position,
+    _node.deleted,
+)
+
+
+def node_row(row: Sequence[Any]) -> NodeRow:
+    return NodeRow(row[0], row[1], row[2], bool(row[3]), row[4] is not None, bool(row[5]))
