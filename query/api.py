@@ -200,8 +200,9 @@ class Query:
     async def wait_for(
         self, position: int, timeout: float = 10.0, *, projector: str | None = LIVE_PROJECTOR
     ) -> int:
-        """Wait until the read model reflects the log up to ``position`` (read-your-writes);
-        returns the position reached, or raises :class:`ProjectionTimeout`."""
+        """Wait until the read model reflects the log up to ``position`` (read-your-writes):
+        every checkpoint of ``projector`` (the live one, ``main``, and its partitions) reached
+        it. Returns the position reached, or raises :class:`ProjectionTimeout`."""
         deadline = time.monotonic() + timeout
         delay = 0.005
         while True:

@@ -5,10 +5,13 @@ same request read through the XMPP session): same ids, same payloads, same RSM s
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from sqlalchemy.engine import Engine
 
@@ -20,11 +23,11 @@ from pubsub_cache.ops.prosody import LocalProsody
 from pubsub_cache.ops.scratch import sqlite_url
 from pubsub_cache.projector.analysers import default_registry
 from pubsub_cache.projector.runner import Projector
-from pubsub_cache.query import Page, Query, RsmItemNotFound, RsmRequest
-from pubsub_cache.xmpp.client import PubsubClient
+from pubsub_cache.query import BlockingQuery, Page, Query, RsmItemNotFound, RsmRequest
+from pubsub_cache.xmpp.client import PubsubClient, session
 from pubsub_cache.xmpp.pager import fetch_all
 
-pytestmark = [pytest.mark.anyio, pytest.mark.xmpp]
+pytestmark = [pytest.mark.xmpp]
 
 ATOM = "http://www.w3.org/2005/Atom"
 SHAPES_PER_NODE = 40
@@ -120,6 +123,7 @@ async def answer(query: Query, account: str, service: str, node: str, shape: dic
         return ("item-not-found", error.item_id)
 
 
+@pytest.mark.anyio
 @pytest.mark.parametrize("seed", range(6))
 async def test_cached_answers_equal_live_answers_for_random_nodes_and_requests(
     seed: int,
@@ -160,3 +164,33 @@ async def test_cached_answers_equal_live_answers_for_random_nodes_and_requests(
                 assert from_cache == from_server, shape
     live_engine.dispose()
     assert pages_with_items > (SHAPES_PER_NODE // 4 if known else -1)
+
+
+def test_the_blocking_facade_reads_live_through_a_session_it_opened(
+    engine: Engine, prosody: LocalProsody, node_name: str, password: Callable[[str], str]
+) -> None:
+    service = prosody.pubsub_service
+    options: dict[str, Any] = {"host": prosody.host, "port": prosody.port, "tls": "none"}
+
+    async def publish() -> None:
+        async with session(
+            f"{prosody.jid('publisher')}/fill", password("publisher"), **options
+        ) as client:
+            await client.create_node(service, node_name)
+            for n in range(3):
+                await client.publish(service, node_name, f"b{n}", f"<p xmlns='urn:test'>{n}</p>")
+
+    anyio.run(publish)
+    reader = prosody.jid("reader")
+
+    def connect() -> AbstractAsyncContextManager[PubsubClient]:
+        return session(f"{reader}/blocking", password("reader"), **options)
+
+    with BlockingQuery.open(engine, connect=connect) as query:
+        page = query.get_items(reader, service, node_name, rsm=RsmRequest(max=2, before=""))
+        item = query.get_item(reader, service, node_name, "b0")
+
+    assert [i.id for i in page.items] == ["b1", "b2"]
+    assert not page.from_cache
+    assert item is not None
+    assert item.payload == '<p xmlns="urn:test">0</p>'

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from pubsub_cache.query import InvalidPath
@@ -47,3 +50,17 @@ def test_an_invalid_path_says_where_it_goes_wrong() -> None:
 )
 def test_like_patterns_become_the_equivalent_glob(like: str, glob: str) -> None:
     assert like_to_glob(like) == glob
+
+
+def test_importing_the_query_library_builds_nothing() -> None:
+    probe = (
+        "import sys, threading\n"
+        "import pubsub_cache.query\n"
+        "assert 'slixmpp' not in sys.modules, 'slixmpp imported'\n"
+        "assert threading.active_count() == 1, 'a thread was started'\n"
+        "import gc, sqlalchemy.engine\n"
+        "assert not [o for o in gc.get_objects() if isinstance(o, sqlalchemy.engine.Engine)]\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+
+    assert result.returncode == 0, result.stderr
