@@ -18,7 +18,7 @@ _QUICK = click.option("--quick", is_flag=True, help="A smaller run that finishes
 
 @click.group()
 def bench() -> None:
-    """Benchmarks; each prints a table and, last, ``ratio=... target=...``."""
+    """Benchmarks: a table, then `ratio=... target=...` as the last line."""
 
 
 @bench.command()
