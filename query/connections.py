@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 T = TypeVar("T")
@@ -31,6 +32,8 @@ class KeptConnections:
         self._lock = threading.Lock()
         self._postgres = engine.dialect.name == "postgresql"
         self._driver_errors = _driver_errors(engine)
+        # Disposing of the engine must not strand the connections kept out of its pool.
+        sa.event.listen(engine, "engine_disposed", self._disposed)
 
     def run(self, read: Callable[[Any], T]) -> T:
         """``read(dbapi_connection)`` on a kept connection (once more on a fresh one if the
@@ -59,10 +62,20 @@ class KeptConnections:
 
     def close(self) -> None:
         """Give every kept connection back to the engine's pool."""
+        if sa.event.contains(self._engine, "engine_disposed", self._disposed):
+            sa.event.remove(self._engine, "engine_disposed", self._disposed)
+        for connection in self._take_idle():
+            self._release(connection)
+
+    def _disposed(self, _engine: Engine) -> None:
+        # The pool they came from is gone: close them rather than check them back into it.
+        for connection in self._take_idle():
+            self._discard(connection)
+
+    def _take_idle(self) -> list[Any]:
         with self._lock:
             idle, self._idle = self._idle, []
-        for connection in idle:
-            self._release(connection)
+        return idle
 
     def _checkout(self) -> Any:
         connection: Any = self._engine.raw_connection()

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from query_helpers import ACCOUNT, NODE, SERVICE, ReadModelRows
 from sqlalchemy.engine import Engine
 
+from pubsub_cache.events.db import create_engine
 from pubsub_cache.projector.schema import projector_checkpoint
 from pubsub_cache.query import (
     BlockingQuery,
@@ -387,3 +388,19 @@ def test_a_read_survives_the_server_dropping_its_kept_connection(
     page = blocking.get_items(ACCOUNT, SERVICE, NODE, max_items=2)
 
     assert ids(page.items) == ["i01", "i02"]
+
+
+def test_disposing_of_the_engine_closes_the_connections_reads_kept(
+    rows: ReadModelRows, database_url: str
+) -> None:
+    engine = create_engine(database_url)
+    rows.items(rows.node(), numbered(2))
+    query = BlockingQuery(engine)
+    query.get_items(ACCOUNT, SERVICE, NODE, max_items=1)
+    kept = list(query._core.reader._connections._idle)  # white box: what the hot path kept
+    assert kept
+
+    engine.dispose()
+
+    assert all(connection.dbapi_connection is None for connection in kept)
+    query.close()

@@ -5,6 +5,7 @@ The expected answers are written out once and must hold on SQLite and PostgreSQL
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -73,7 +74,7 @@ CORPUS: list[tuple[str, Any, str | None]] = [
 
 
 @pytest.fixture
-def search(engine: Engine) -> BlockingQuery:
+def search(engine: Engine) -> Iterator[BlockingQuery]:
     rows = ReadModelRows(engine)
     blog = rows.node("blog", type="blog", subtype="post")
     for n, (item_id, parsed, text) in enumerate(CORPUS):
@@ -82,7 +83,8 @@ def search(engine: Engine) -> BlockingQuery:
     rows.item(tunes, "t1", parsed={"artist": "Romeo", "rating": 5}, text="romeo tune", published=10)
     theirs = rows.node("blog", account=OTHER)
     rows.item(theirs, "o1", parsed={"title": "Hello world", "rating": 5}, text="Hello world")
-    return BlockingQuery(engine)
+    with BlockingQuery.open(engine) as query:
+        yield query
 
 
 def found(query: BlockingQuery, *filters: Filter, **options: Any) -> list[str]:
