@@ -36,6 +36,9 @@ CHANNEL = "pubsub_cache_event"
 #: How often a waiter on SQLite looks for commits made by other processes.
 SQLITE_POLL_SECONDS = 0.02
 
+#: The longest a PostgreSQL waiter listens before it looks at the table (and at its stop flag).
+PG_WAIT_SLICE_SECONDS = 0.25
+
 
 class AppendTimeout(PubsubCacheError):
     """Raised when an append could not take the log's write lock within the lock timeout."""
@@ -169,15 +172,16 @@ class EventLog:
         with self._engine.connect() as connection:
             return head_in(connection)
 
-    def wait(self, *, after: int, timeout: float) -> bool:
+    def wait(self, *, after: int, timeout: float, stop: threading.Event | None = None) -> bool:
         """Block until an event above ``after`` is committed or ``timeout`` seconds pass.
 
         Returns whether there is one. Appends made through this object wake the waiter at
         once; other processes' are seen through PostgreSQL NOTIFY (a hint: the table is re-read)
-        or, on SQLite, by a cheap check every few milliseconds.
+        or, on SQLite, by a cheap check every few milliseconds. Setting ``stop`` ends the wait
+        within a fraction of a second (a thread waiting here can thus be shut down cleanly).
         """
         deadline = time.monotonic() + timeout
-        while True:
+        while stop is None or not stop.is_set():
             if self.head() > after:
                 return True
             remaining = deadline - time.monotonic()
@@ -187,7 +191,8 @@ class EventLog:
                 with self._appended:
                     self._appended.wait(min(remaining, SQLITE_POLL_SECONDS))
             else:
-                self._wait_notify(min(remaining, 1.0))
+                self._wait_notify(min(remaining, PG_WAIT_SLICE_SECONDS))
+        return False
 
     def close(self) -> None:
         """Release the PostgreSQL listening connection, if one was opened."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 import zlib
 from collections.abc import Iterable
@@ -101,6 +102,9 @@ class Projector:
         # after an append in this process, instead of at the next poll.
         self._log = log or EventLog(engine)
         self._owns_log = log is None
+        self._stop = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
 
     @property
     def engine(self) -> Engine:
@@ -163,7 +167,7 @@ class Projector:
                     log.info("projector %s caught up at position %d", self.name, result.position)
                 if result.leader:
                     await anyio.to_thread.run_sync(
-                        functools.partial(self._log.wait, after=result.position, timeout=wait),
+                        functools.partial(self._wait, after=result.position, timeout=wait),
                         abandon_on_cancel=True,
                     )
                 else:
@@ -175,8 +179,20 @@ class Projector:
                 except TRANSIENT:
                     log.warning("projector %s: could not release its lease", self.name)
 
+    def _wait(self, *, after: int, timeout: float) -> None:
+        # Runs in a worker thread that cancellation abandons: release() stops and joins it,
+        # so that it never touches the database once the caller has moved on.
+        self._idle.clear()
+        try:
+            self._log.wait(after=after, timeout=timeout, stop=self._stop)
+        finally:
+            self._idle.set()
+
     def release(self) -> None:
         """Give up the lease (at shutdown) and close the log's listener."""
+        self._stop.set()
+        self._idle.wait(timeout=5)
+        self._stop.clear()
         with write_transaction(self._engine) as connection:
             checkpoint.release(connection, self.name, self.owner)
         if self._owns_log:
