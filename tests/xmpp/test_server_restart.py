@@ -43,8 +43,9 @@ async def test_the_daemon_reconnects_after_a_server_restart_and_loses_nothing(
     async with session_of(publisher) as client:
         await client.create_node(service, node, {"notify_retract": True})
         await client.publish(service, node, "before", "<p xmlns='urn:test'>1</p>")
-    # The daemon comes back a second after losing the server: time to change things meanwhile.
-    slow_return = dataclasses.replace(FAST, reconnect=Backoff(initial=1.0, cap=1.0, jitter=0))
+    # The daemon comes back 3 s after losing the server: time to change things meanwhile (1 s
+    # was too short on a loaded machine: the daemon was back before the publisher was done).
+    slow_return = dataclasses.replace(FAST, reconnect=Backoff(initial=3.0, cap=3.0, jitter=0))
     async with running_daemon(engine, cache, options=slow_return) as daemon:
         daemon.request_sync(service, node, "test")
         await eventually(lambda: cached() == {"before"})
