@@ -29,12 +29,17 @@ def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
-def acquire(connection: Connection, name: str, owner: str, *, ttl: float, now: float) -> int | None:
-    """Take or renew the lease on checkpoint ``name``: its position, or ``None`` if held."""
+def ensure(connection: Connection, name: str) -> None:
+    """Create checkpoint ``name`` at position 0 unless it exists."""
     insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
     connection.execute(
         insert(projector_checkpoint).values(name=name, position=0).on_conflict_do_nothing()
     )
+
+
+def acquire(connection: Connection, name: str, owner: str, *, ttl: float, now: float) -> int | None:
+    """Take or renew the lease on checkpoint ``name``: its position, or ``None`` if held."""
+    ensure(connection, name)
     taken = connection.execute(
         projector_checkpoint.update()
         .where(

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import sqlalchemy as sa
 
 from pubsub_cache.events.db import create_engine
 from pubsub_cache.events.log import EventLog
@@ -100,14 +101,12 @@ def _measure(url: str, count: int, rounds: int) -> tuple[float, float]:
 
 
 def _check_projected(engine: Any, node: str, count: int) -> None:
+    query = sa.text(
+        "SELECT count(*) FROM pubsub_item JOIN pubsub_node ON pubsub_node.id = node_id "
+        "WHERE pubsub_node.node = :node AND parsed IS NOT NULL"
+    )
     with engine.connect() as connection:
-        stored = connection.exec_driver_sql(
-            "SELECT count(*) FROM pubsub_item JOIN pubsub_node ON pubsub_node.id = node_id "
-            "WHERE pubsub_node.node = ? AND parsed IS NOT NULL".replace(
-                "?", "%(node)s" if engine.dialect.name == "postgresql" else "?"
-            ),
-            {"node": node} if engine.dialect.name == "postgresql" else (node,),
-        ).scalar_one()
+        stored = connection.execute(query, {"node": node}).scalar_one()
     if stored != count:
         raise RuntimeError(f"the projector stored {stored} parsed items of {count}: see its log")
 
