@@ -2,8 +2,8 @@
 # The test command: sets up everything on a fresh machine, then runs the checks and the suite.
 #   - a virtualenv in .venv with the package (strict editable install) and its dev tools;
 #   - Prosody (Debian package) for the XMPP tests, installed when missing;
-#   - a fresh PostgreSQL database `pubsub_cache_test` on the local server (started if down),
-#     unless PUBSUB_CACHE_TEST_POSTGRES_URL already names one;
+#   - a fresh PostgreSQL database `pubsub_cache_test_<pid>` on the local server (started if
+#     down), dropped on exit, unless PUBSUB_CACHE_TEST_POSTGRES_URL already names one;
 #   - ruff, mypy --strict (package and tests), then pytest with any arguments given.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -33,17 +33,25 @@ if [ -z "${PUBSUB_CACHE_TEST_POSTGRES_URL:-}" ]; then
         for _ in $(seq 50); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.2; done
     fi
     admin_url=${PUBSUB_CACHE_TEST_POSTGRES_ADMIN_URL:-postgresql://postgres@127.0.0.1:5432/postgres}
-    .venv/bin/python - "$admin_url" <<'PY'
+    # One database per run (dropped on exit): two runs on one machine never drop each other's.
+    database="pubsub_cache_test_$$"
+    pg_admin() {
+        .venv/bin/python - "$admin_url" "$1" "$database" <<'PY'
 import sys
 
 import psycopg
 
-with psycopg.connect(sys.argv[1], autocommit=True) as connection:
-    connection.execute("DROP DATABASE IF EXISTS pubsub_cache_test WITH (FORCE)")
-    connection.execute("CREATE DATABASE pubsub_cache_test")
-print("fresh database pubsub_cache_test created")
+url, action, name = sys.argv[1:]
+with psycopg.connect(url, autocommit=True) as connection:
+    connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    if action == "create":
+        connection.execute(f'CREATE DATABASE "{name}"')
+        print(f"fresh database {name} created")
 PY
-    export PUBSUB_CACHE_TEST_POSTGRES_URL="${admin_url%/*}/pubsub_cache_test"
+    }
+    pg_admin create
+    trap 'pg_admin drop' EXIT
+    export PUBSUB_CACHE_TEST_POSTGRES_URL="${admin_url%/*}/$database"
 fi
 
 log "ruff"
