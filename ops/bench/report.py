@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 
 def best_rate(runs: Sequence[float]) -> float:
     """The best of several rates: the run least disturbed by the rest of the machine."""
     return max(runs)
-
-
-def median(values: Sequence[float]) -> float:
-    """The median of ``values``."""
-    return statistics.median(values)
-
-
-def timed(action: Callable[[], object]) -> float:
-    """Seconds taken by ``action()``."""
-    start = time.perf_counter()
-    action()
-    return time.perf_counter() - start
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:

@@ -80,9 +80,7 @@ def test_positions_are_never_reused_after_the_newest_events_are_deleted(
 
 def test_wait_returns_at_once_when_events_are_already_there(event_log: EventLog) -> None:
     event_log.append([purged()])
-    start = time.monotonic()
-    assert event_log.wait(after=0, timeout=5)
-    assert time.monotonic() - start < 2
+    assert event_log.wait(after=0, timeout=0)  # no time to wait at all: the event is there
 
 
 def test_wait_times_out_when_nothing_arrives(event_log: EventLog) -> None:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import re
 import socket
-import statistics
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -21,7 +20,12 @@ from pubsub_cache.events.types import (
     NodeEvent,
     NodePurged,
 )
-from pubsub_cache.ops.prosody import LocalProsody, ProsodyNotInstalled, ProsodyStartFailed
+from pubsub_cache.ops.prosody import (
+    LocalProsody,
+    ProsodyNotInstalled,
+    ProsodyStartFailed,
+    default_config,
+)
 from pubsub_cache.xmpp.client import PubsubClient, add_notification_handler, connect, disconnect
 from pubsub_cache.xmpp.errors import XmppConnectError, XmppNotConnected, XmppRequestError
 from pubsub_cache.xmpp.translate import events_from_message
@@ -196,25 +200,26 @@ async def test_pep_notification_comes_from_the_owners_bare_jid(connect_as: Conne
     assert event.items[0].payload == f'<mood xmlns="{namespace}"/>'
 
 
-async def test_a_twenty_item_read_is_fast_on_loopback(
+async def test_a_twenty_item_read_of_large_items_comes_back_whole(
     prosody: LocalProsody, publisher: PubsubClient, node_name: str
 ) -> None:
-    # Guards network_settings = { nagle = false }: with Nagle, reading 20 items of ~3 kB takes
-    # ~44 ms here instead of ~3 ms (small replies fit one segment and do not show it).
+    # Replies spanning several TCP segments (20 items of ~3 kB). Their latency, which the
+    # test config's network_settings = { nagle = false } keeps low, is measured by
+    # `pubsub-cache bench read`, not asserted here: these machines are too noisy for that.
     service = prosody.pubsub_service
     await publisher.create_node(service, node_name)
     body = "x" * 3000
     for n in range(20):
         entry = f"<entry xmlns='http://www.w3.org/2005/Atom'><title>{n}</title>{body}</entry>"
         await publisher.publish(service, node_name, f"i{n}", entry)
-    timings = []
-    for _ in range(50):
-        started = time.perf_counter()
-        reply = await publisher.get_items(service, node_name)
-        timings.append(time.perf_counter() - started)
-        assert len(reply.items) == 20
+    reply = await publisher.get_items(service, node_name)
+    assert [item.id for item in reply.items] == [f"i{n}" for n in range(20)]
+    assert all(body in (item.payload or "") for item in reply.items)
 
-    assert statistics.median(timings) < 0.020
+
+def test_the_test_server_config_turns_nagle_off() -> None:
+    config = Path(default_config()).read_text()
+    assert re.search(r"network_settings\s*=\s*{[^}]*nagle\s*=\s*false", config)
 
 
 async def test_disconnect_twice_is_harmless(
