@@ -17,13 +17,14 @@ from typing import Annotated, Literal
 import msgspec
 
 from .errors import InvalidEvent
+from .limits import MAX_TEXT, describe, struct_problem
 
 #: Where a fact came from: a pubsub notification, a page fetched by a sync or a live read,
 #: or a command (operator, query library).
 Source = Literal["notification", "fetch", "command"]
 
-NonEmpty = Annotated[str, msgspec.Meta(min_length=1, max_length=3071)]
-"""A JID, node name or item id: non-empty, within XMPP's 3071-byte limit for a JID."""
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT)]
+"""A JID, node name or item id: non-empty, at most 3071 characters (as msgspec counts them)."""
 
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 """A timezone-aware timestamp; naive datetimes are refused."""
@@ -41,11 +42,13 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     source: Source = "notification"
 
     def __post_init__(self) -> None:
-        # msgspec checks the Annotated constraints only when decoding; checking here too means
-        # an invalid event cannot even be built, so none reaches the log (and a batch holding
-        # one is never half-written).
-        _text(self, "account", self.account)
-        _time(self, "observed_at", self.observed_at)
+        # msgspec checks types, Annotated constraints and Literals only when decoding; checking
+        # every field of the concrete class here (events/limits.py, the decoder's own rules)
+        # means an event that could not be decoded cannot even be built, so none reaches the log
+        # (invariant 11) and a batch holding one is never half-written.
+        problem = struct_problem(self)
+        if problem is not None:
+            raise InvalidEvent(_kind(self), problem)
 
 
 class NodeEvent(Event, frozen=True, kw_only=True):
@@ -55,10 +58,9 @@ class NodeEvent(Event, frozen=True, kw_only=True):
     node: NonEmpty
 
     def __post_init__(self) -> None:
-        # Explicit base calls: zero-argument super() fails inside msgspec Structs.
+        # Explicit base calls: zero-argument super() fails inside msgspec Structs. The base
+        # checks every field, service and node included.
         Event.__post_init__(self)
-        _text(self, "service", self.service)
-        _text(self, "node", self.node)
 
 
 class Item(msgspec.Struct, frozen=True, kw_only=True):
@@ -72,11 +74,9 @@ class Item(msgspec.Struct, frozen=True, kw_only=True):
     """The XEP-0203 ``<delay>`` stamp of the message, when there was one."""
 
     def __post_init__(self) -> None:
-        _text(self, "id", self.id)
-        if self.payload is not None and type(self.payload) is not str:
-            raise InvalidEvent("item", f"payload of item {self.id!r} must be XML text")
-        if self.delay is not None:
-            _time(self, "delay", self.delay)
+        problem = struct_problem(self)
+        if problem is not None:
+            raise InvalidEvent("item", problem)
 
 
 class ItemsPublished(NodeEvent, tag="items-published", frozen=True, kw_only=True):
@@ -85,8 +85,7 @@ class ItemsPublished(NodeEvent, tag="items-published", frozen=True, kw_only=True
     items: Annotated[list[Item], msgspec.Meta(min_length=1)]
 
     def __post_init__(self) -> None:
-        NodeEvent.__post_init__(self)
-        _items(self, self.items, allow_empty=False)
+        NodeEvent.__post_init__(self)  # items: a non-empty list of Item, checked there
 
 
 class ItemsRetracted(NodeEvent, tag="items-retracted", frozen=True, kw_only=True):
@@ -95,11 +94,7 @@ class ItemsRetracted(NodeEvent, tag="items-retracted", frozen=True, kw_only=True
     item_ids: Annotated[list[NonEmpty], msgspec.Meta(min_length=1)]
 
     def __post_init__(self) -> None:
-        NodeEvent.__post_init__(self)
-        if not self.item_ids:
-            raise InvalidEvent(event_tag(self), "no item ids")
-        for item_id in self.item_ids:
-            _text(self, "item id", item_id)
+        NodeEvent.__post_init__(self)  # item_ids: non-empty, each a NonEmpty, checked there
 
 
 class NodePurged(NodeEvent, tag="node-purged", frozen=True, kw_only=True):
@@ -241,8 +236,12 @@ def event_scope(event: Event) -> tuple[str, str]:
 
 
 def _text(owner: object, name: str, value: object) -> None:
-    if type(value) is not str or not value:
-        raise InvalidEvent(_kind(owner), f"{name} must be a non-empty string, got {value!r}")
+    if type(value) is not str or not 0 < len(value) <= MAX_TEXT:
+        raise InvalidEvent(
+            _kind(owner),
+            f"{name} must be a non-empty string of at most {MAX_TEXT} characters, "
+            f"got {describe(value)}",
+        )
 
 
 def _time(owner: object, name: str, value: object) -> None:
