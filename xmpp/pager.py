@@ -35,6 +35,10 @@ whole answer, one page, however large (``page_size`` cannot apply). With ``n`` i
   **partial**, the reply may be capped by the node's or the server's limit;
 - otherwise **complete**.
 
+Either way, an item the reply holds but no event may (over the event limits, see
+:attr:`ItemsReply.refused`) is left out and makes the fetch **partial**, with the reason: the
+cache cannot hold every item of the node.
+
 So with Prosody a node is complete when it holds fewer items than its ``max_items`` (when known)
 and a number other than the requested page size.
 """
@@ -105,6 +109,7 @@ class NodeFetch:
         self._timeout = timeout
         self._on_reply = on_reply
         self._outcome: FetchOutcome | None = None
+        self._refused: list[str] = []
         self._pages = self._run()
 
     @property
@@ -145,11 +150,13 @@ class NodeFetch:
                 on_result=self._on_reply,
             )
             items = reply.items
+            self._refused += reply.refused
+            listed = len(reply.items) + len(reply.refused)  # what the server sent
             if reply.rsm is None and index == 0:
                 if self._limit is not None and len(items) > self._limit:
                     items = items[: self._limit]
                 yield _page(index, items, reply)
-                self._finish(len(items), 1, self._unpaged_reason(len(reply.items), want))
+                self._finish(len(items), 1, self._unpaged_reason(listed, want))
                 return
             if reply.rsm is None:  # a server that paged, then stopped paging
                 if items:
@@ -163,7 +170,7 @@ class NodeFetch:
             total += len(items)
             index += 1
             count = reply.rsm.count
-            if not items or (count is not None and total >= count):
+            if not listed or (count is not None and total + len(self._refused) >= count):
                 self._finish(total, index, None)
                 return
             if self._limit is not None and total >= self._limit:
@@ -190,6 +197,9 @@ class NodeFetch:
         return None
 
     def _finish(self, item_count: int, page_count: int, reason: str | None) -> None:
+        if self._refused:
+            refused = f"{len(self._refused)} items left out ({self._refused[0]})"
+            reason = f"{reason}; {refused}" if reason else refused
         self._outcome = FetchOutcome(
             complete=reason is None, reason=reason, item_count=item_count, page_count=page_count
         )

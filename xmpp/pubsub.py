@@ -7,6 +7,7 @@ their XML. Opening the session is :mod:`pubsub_cache.xmpp.client`'s job.
 
 from __future__ import annotations
 
+import logging
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
@@ -33,6 +34,8 @@ from .stanzas import (
     reply_items,
     reply_rsm,
 )
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ItemsReply", "PubsubClient", "RsmInfo", "SubscriptionState"]
 
@@ -251,9 +254,11 @@ class PubsubClient:
         reply = await self._send(
             "get items", service, node, "get", request, timeout=timeout, on_result=on_result
         )
-        return ItemsReply(
-            items=reply_items(reply, "get items", service, node), rsm=reply_rsm(reply)
-        )
+        refused: list[str] = []
+        items = reply_items(reply, "get items", service, node, refused=refused)
+        for reason in refused:
+            log.warning("node %r of %s: %s", node, service, reason)
+        return ItemsReply(items=items, rsm=reply_rsm(reply), refused=refused)
 
     async def ping(self, *, timeout: float | None = None) -> None:
         """XEP-0199 ping of the account's server: proves the session is alive."""

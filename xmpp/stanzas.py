@@ -12,6 +12,7 @@ from typing import Literal
 
 import msgspec
 
+from pubsub_cache.events.errors import InvalidEvent
 from pubsub_cache.events.types import Item
 
 from .errors import XmppProtocolError
@@ -43,6 +44,9 @@ class ItemsReply(msgspec.Struct, frozen=True, kw_only=True):
     items: list[Item]
     rsm: RsmInfo | None
     """``None`` when the server sent no ``<set/>``: then the reply is the whole answer."""
+    refused: list[str] = msgspec.field(default_factory=list)
+    """Why each item of the reply left out of :attr:`items` was refused: a value over the event
+    limits (an id longer than 3071 characters) that could never be decoded once logged."""
 
 
 def item_from_element(element: ET.Element, *, delay: datetime | None = None) -> Item:
@@ -165,16 +169,38 @@ def pubsub_request(
     return pubsub
 
 
-def reply_items(reply: ET.Element, operation: str, service: str, node: str) -> list[Item]:
+def reply_items(
+    reply: ET.Element,
+    operation: str,
+    service: str,
+    node: str,
+    *,
+    refused: list[str] | None = None,
+) -> list[Item]:
     """The items of an ``<items>`` reply ``<iq>``, in its order; :class:`XmppProtocolError`
-    for an item without id or with several payloads."""
-    items = reply.find(f"{{{NS_PUBSUB}}}pubsub/{{{NS_PUBSUB}}}items")
-    if items is None:
+    for an item without id or with several payloads.
+
+    An item over the event limits (invariant 11) is left out and its reason appended to
+    ``refused`` when given (a sync page goes on without it), else it is a protocol error too.
+    """
+    found = reply.find(f"{{{NS_PUBSUB}}}pubsub/{{{NS_PUBSUB}}}items")
+    if found is None:
         return []
-    try:
-        return [item_from_element(item) for item in items.iterfind(f"{{{NS_PUBSUB}}}item")]
-    except ValueError as exc:
-        raise XmppProtocolError(operation, service=service, node=node, reason=str(exc)) from None
+    items = []
+    for element in found.iterfind(f"{{{NS_PUBSUB}}}item"):
+        try:
+            items.append(item_from_element(element))
+        except InvalidEvent as exc:
+            if refused is None:
+                raise XmppProtocolError(
+                    operation, service=service, node=node, reason=exc.reason
+                ) from None
+            refused.append(f"item refused: {exc.reason}")
+        except ValueError as exc:
+            raise XmppProtocolError(
+                operation, service=service, node=node, reason=str(exc)
+            ) from None
+    return items
 
 
 def reply_rsm(reply: ET.Element) -> RsmInfo | None:

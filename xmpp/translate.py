@@ -30,6 +30,11 @@ message's ``from``.
 Malformed children from an accepted sender (no ``node``, an item without ``id``, two payload
 elements, an unknown subscription state, an unknown child) become :class:`NotificationRejected`
 in their place too; the rest of the message is still translated.
+
+So does a value over the event limits (invariant 11, :mod:`pubsub_cache.events.limits`): a node
+name, item id or JID longer than 3071 characters could not be decoded once logged, and would
+park every later event of its node. The part holding it is rejected (and counted) in its place;
+a rejection names an oversized ``from`` or node by its first characters.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ import xml.etree.ElementTree as ET
 from datetime import datetime
 from typing import Literal, NamedTuple
 
+from pubsub_cache.events.errors import InvalidEvent
+from pubsub_cache.events.limits import MAX_TEXT
 from pubsub_cache.events.types import (
     Item,
     ItemsPublished,
@@ -82,7 +89,7 @@ def events_from_message(
     sender = message.get("from") or ""
     refusal = _refusal(message, sender)
     if refusal is not None:
-        scope = _Scope(account, observed_at, sender or MISSING, "")
+        scope = _Scope(account, observed_at, _clip(sender) or MISSING, "")
         return [scope.rejected(child.get("node"), refusal) for child in children]
     delay = message_delay(message)
     events: list[NodeEvent] = []
@@ -90,8 +97,14 @@ def events_from_message(
         scope = _Scope(account, observed_at, sender, child.get("node") or "")
         if not scope.node:
             events.append(scope.rejected(None, f"<{_local(child.tag)}> without a node"))
+        elif len(scope.node) > MAX_TEXT:
+            reason = f"node name of {len(scope.node)} characters, over the limit of {MAX_TEXT}"
+            events.append(scope.rejected(None, reason))
         else:
-            events.extend(_translate(child, scope, delay))
+            try:
+                events.extend(_translate(child, scope, delay))
+            except InvalidEvent as exc:  # a value over the limits, e.g. a subscription's jid
+                events.append(scope.rejected(None, f"<{_local(child.tag)}> refused: {exc.reason}"))
     return events
 
 
@@ -108,7 +121,7 @@ class _Scope(NamedTuple):
             account=self.account,
             observed_at=self.observed_at,
             service=self.service,
-            node=node or self.node or MISSING,
+            node=_clip(node or self.node) or MISSING,
             reason=reason,
         )
 
@@ -118,9 +131,16 @@ def _refusal(message: ET.Element, sender: str) -> str | None:
         return "an error message is not a notification"
     if not sender:
         return "no from: a notification must come from the pubsub service's bare JID"
+    if len(sender) > MAX_TEXT:
+        return f"from is a JID of {len(sender)} characters, over the limit of {MAX_TEXT}"
     if "/" in sender:
         return f"from {sender} is a full JID: pubsub services and PEP notify from a bare JID"
     return None
+
+
+def _clip(value: str) -> str:
+    # What a rejection can hold of an oversized value: its head, marked as cut.
+    return value if len(value) <= MAX_TEXT else f"{value[: MAX_TEXT - 1]}\N{HORIZONTAL ELLIPSIS}"
 
 
 def _translate(child: ET.Element, scope: _Scope, delay: datetime | None) -> list[NodeEvent]:
@@ -203,6 +223,10 @@ def _items(element: ET.Element, scope: _Scope, delay: datetime | None) -> list[N
         if child.tag == f"{{{NS_EVENT}}}item":
             try:
                 item = item_from_element(child, delay=delay)
+            except InvalidEvent as exc:  # over the limits: an id of 3072 characters
+                flush()
+                events.append(scope.rejected(None, f"<item> refused: {exc.reason}"))
+                continue
             except ValueError as exc:
                 flush()
                 events.append(scope.rejected(None, f"malformed <item>: {exc}"))
@@ -211,9 +235,15 @@ def _items(element: ET.Element, scope: _Scope, delay: datetime | None) -> list[N
                 flush()
             published.append(item)
         elif child.tag == f"{{{NS_EVENT}}}retract" and child.get("id"):
+            item_id = child.get("id") or ""
+            if len(item_id) > MAX_TEXT:
+                flush()
+                reason = f"<retract> refused: id of {len(item_id)} characters, over {MAX_TEXT}"
+                events.append(scope.rejected(None, reason))
+                continue
             if published:
                 flush()
-            retracted.append(child.get("id") or "")
+            retracted.append(item_id)
         elif isinstance(child.tag, str):
             flush()
             what = "<retract> without an id" if child.get("id") is None else _local(child.tag)
