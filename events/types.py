@@ -31,6 +31,10 @@ AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 
 SyncState = Literal["NONE", "IN_PROGRESS", "COMPLETED", "PARTIAL", "ERROR"]
 
+ServiceOrder = Literal["creation", "modification"]
+"""How a service orders the items it lists (XEP-0060 leaves it open): by first publication (a
+re-published id keeps its place: ejabberd) or by last publication (it moves to the end: Prosody)."""
+
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     """Fields every event carries."""
@@ -133,6 +137,9 @@ class SyncStarted(NodeEvent, tag="sync-started", frozen=True, kw_only=True):
 
     source: Source = "fetch"
     sync_id: NonEmpty
+    order: ServiceOrder | None = None
+    """How the service orders its listing, as the ingest learned it; ``None`` when unknown
+    (the projector then takes the listing as the order of first publication)."""
 
 
 class SyncPageFetched(NodeEvent, tag="sync-page", frozen=True, kw_only=True):
@@ -142,10 +149,15 @@ class SyncPageFetched(NodeEvent, tag="sync-page", frozen=True, kw_only=True):
     sync_id: NonEmpty
     items: list[Item]
     page: int = 0
+    offset: int = 0
+    """How many items the earlier pages of this sync listed: the place of this page's first
+    item in the service's listing."""
 
     def __post_init__(self) -> None:
         NodeEvent.__post_init__(self)
         _items(self, self.items, allow_empty=True)
+        if type(self.offset) is not int or self.offset < 0:
+            raise InvalidEvent(event_tag(self), f"offset must be >= 0, got {self.offset!r}")
 
 
 class SyncCompleted(NodeEvent, tag="sync-completed", frozen=True, kw_only=True):
@@ -167,6 +179,31 @@ class SyncFailed(NodeEvent, tag="sync-failed", frozen=True, kw_only=True):
     error: str
     condition: str | None = None
     """The XMPP error condition (``item-not-found``, ``forbidden``, ...) when there was one."""
+
+
+class ItemsListed(NodeEvent, tag="items-listed", frozen=True, kw_only=True):
+    """The ids the service listed for the node, without payloads (a reconciliation).
+
+    Logged at the place of the service's reply among the notifications, so the read model at
+    that position is what the account had seen when the service answered. Cached items the
+    listing lacks were dropped by the service without a notification (evicted beyond
+    ``max_items``, or retracted silently): the projector removes them, and asks for a sync
+    when the listing names ids the cache lacks. This event is the logged cause of such an
+    eviction. An incomplete listing (``complete`` false) removes nothing.
+    """
+
+    source: Source = "fetch"
+    item_ids: list[NonEmpty]
+    complete: bool = True
+    via: str = "disco#items"
+    """The request that produced the listing."""
+
+    def __post_init__(self) -> None:
+        NodeEvent.__post_init__(self)
+        if not isinstance(self.item_ids, list):
+            raise InvalidEvent(event_tag(self), f"item_ids must be a list, got {self.item_ids!r}")
+        for item_id in self.item_ids:
+            _text(self, "item id", item_id)
 
 
 class NotificationRejected(NodeEvent, tag="notification-rejected", frozen=True, kw_only=True):
@@ -209,6 +246,7 @@ AnyEvent = (
     | SyncPageFetched
     | SyncCompleted
     | SyncFailed
+    | ItemsListed
     | NotificationRejected
     | CachePurged
     | CacheReset

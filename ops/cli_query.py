@@ -57,7 +57,13 @@ def _dump(document: Any) -> None:
 @click.option("--before", help="RSM: the page before this item id; '' for the last page.")
 @click.option("--index", type=click.IntRange(min=0), help="RSM: the page starting here.")
 @click.option("--max-items", type=click.IntRange(min=0), help="Only the newest N items.")
-@click.option("--order", type=click.Choice(ORDERS), default="creation", show_default=True)
+@click.option(
+    "--order",
+    type=click.Choice(ORDERS),
+    default="service",
+    show_default=True,
+    help="service: the order the service itself answers in.",
+)
 @_ACCOUNT
 @click.option("--cache-only", is_flag=True, help="Never read live: an unsynced node is an error.")
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds for a live read.")
@@ -170,7 +176,7 @@ def _field_value(text: str) -> Any:
     "--order",
     "orders",
     multiple=True,
-    help="creation, modification, publication or a parsed path; '-' first for descending "
+    help="service, creation, modification, publication or a parsed path; '-' first for descending "
     "[default: -publication].",
 )
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))

@@ -23,6 +23,7 @@ from pubsub_cache.events import (
     CachePurged,
     CacheReset,
     Item,
+    ItemsListed,
     ItemsPublished,
     ItemsRetracted,
     NodeConfigured,
@@ -30,6 +31,7 @@ from pubsub_cache.events import (
     NodeEvent,
     NodePurged,
     NotificationRejected,
+    ServiceOrder,
     SubscriptionChanged,
     SyncCompleted,
     SyncFailed,
@@ -40,6 +42,7 @@ from pubsub_cache.events import (
 from pubsub_cache.projector.analysers import Analyser, AnalyserRegistry, NodeInfo
 from pubsub_cache.projector.items import ItemWriter
 from pubsub_cache.projector.payloads import payload_namespace
+from pubsub_cache.projector.ranks import Placement, rank
 from pubsub_cache.projector.schema import LIVE, ReadModel
 
 NodeKey = tuple[str, str, str]
@@ -54,6 +57,10 @@ class NodeRow:
     sync_id: str | None
     sync_position: int | None
     deleted: bool = False
+    item_order: str | None = None
+    """How the service lists items (``ServiceOrder``); ``None`` until a sync learned it."""
+    max_items: int | None = None
+    """The node's configured limit, when its configuration was seen."""
 
 
 class BatchApplier:
@@ -77,16 +84,40 @@ class BatchApplier:
         match event:
             case ItemsPublished(items=items):
                 node = self._node(event, position, items)
-                for item in items:
+                for index, item in enumerate(items):
                     self._items.publish(
-                        node.id, node.analyser, item, position, when=when, sync_id=None
+                        node.id,
+                        node.analyser,
+                        item,
+                        position,
+                        when=when,
+                        sync_id=None,
+                        placement=Placement(rank(position, index), None),
+                        service_order=node.item_order,
                     )
-            case SyncPageFetched(items=items, sync_id=sync_id):
+                if node.max_items is not None:
+                    self._evict_beyond(node, node.max_items)
+            case SyncPageFetched(items=items, sync_id=sync_id, offset=offset):
                 node = self._node(event, position, items)
-                for item in items:
+                # The listing places its items from the sync's start (see projector/ranks.py).
+                start = node.sync_position if sync_id == node.sync_id else None
+                listing: ServiceOrder = (
+                    "modification" if node.item_order == "modification" else "creation"
+                )
+                for index, item in _last_places(items, offset):
                     self._items.publish(
-                        node.id, node.analyser, item, position, when=when, sync_id=sync_id
+                        node.id,
+                        node.analyser,
+                        item,
+                        position,
+                        when=when,
+                        sync_id=sync_id,
+                        placement=Placement(rank(start or position, index), listing),
+                        service_order=node.item_order,
                     )
+            case ItemsListed(item_ids=item_ids, complete=complete):
+                node = self._node(event, position)
+                self._reconcile(node, position, item_ids, complete)
             case ItemsRetracted(item_ids=item_ids):
                 node = self._node(event, position)
                 for item_id in item_ids:
@@ -97,12 +128,21 @@ class BatchApplier:
             case NodeDeleted(redirect=redirect):
                 node = self._node(event, position)
                 self._items.delete_where(self._tables.item.c.node_id == node.id, nodes=[node.id])
-                node.sync_id, node.deleted = None, True
-                self._update(node, deleted=True, redirect=redirect, sync_state="NONE", sync_id=None)
+                node.sync_id, node.deleted, node.max_items = None, True, None
+                self._update(
+                    node,
+                    deleted=True,
+                    redirect=redirect,
+                    sync_state="NONE",
+                    sync_id=None,
+                    max_items=None,
+                    notify_retract=None,
+                    configuration=None,
+                )
             case NodeConfigured(form=form):
                 node = self._node(event, position)
                 if form is not None:
-                    self._update(node, configuration=form)
+                    self._configure(node, form)
             case SubscriptionChanged(jid=jid, subscription=subscription):
                 node = self._node(event, position)
                 if jid.split("/", 1)[0] == event.account:
@@ -127,9 +167,11 @@ class BatchApplier:
             case SyncRequested():
                 node = self._node(event, position)
                 self._update(node, sync_requested_position=position)
-            case SyncStarted(sync_id=sync_id):
+            case SyncStarted(sync_id=sync_id, order=order):
                 node = self._node(event, position)
                 node.sync_id, node.sync_position = sync_id, position
+                if order is not None and order != node.item_order:
+                    self._set_item_order(node, order)
                 self._update(
                     node,
                     sync_state="IN_PROGRESS",
@@ -220,12 +262,22 @@ class BatchApplier:
                 columns.sync_id,
                 columns.sync_position,
                 columns.deleted,
+                columns.item_order,
+                columns.max_items,
             ).where(columns.account == key[0], columns.service == key[1], columns.node == key[2])
         ).first()
         if row is None:
             return None
         analyser = self._analysers.get(row.analyser or "")
-        node = NodeRow(row.id, analyser, row.sync_id, row.sync_position, bool(row.deleted))
+        node = NodeRow(
+            row.id,
+            analyser,
+            row.sync_id,
+            row.sync_position,
+            bool(row.deleted),
+            row.item_order,
+            row.max_items,
+        )
         self._nodes[key] = node
         return node
 
@@ -298,6 +350,70 @@ class BatchApplier:
             sync_at=when,
         )
 
+    def _configure(self, node: NodeRow, form: dict[str, list[str]]) -> None:
+        values: dict[str, Any] = {"configuration": form}
+        if "pubsub#max_items" in form:
+            # "max" (the server's own cap) or junk: unknown, left to reconciliation. A lowered
+            # limit evicts nothing here: Prosody evicts at once, ejabberd at the next publish,
+            # and a subscriber cannot tell which: the ingest reconciles after a configuration
+            # notification, and the next publication evicts (below) on both.
+            node.max_items = _max_items(form["pubsub#max_items"])
+            values["max_items"] = node.max_items
+        if "pubsub#notify_retract" in form:
+            values["notify_retract"] = _boolean(form["pubsub#notify_retract"])
+        self._update(node, **values)
+
+    def _set_item_order(self, node: NodeRow, order: str) -> None:
+        node.item_order = order
+        self._update(node, item_order=order)
+        self._items.flush()
+        item = self._tables.item
+        source = item.c.modification_rank if order == "modification" else item.c.creation_rank
+        self._connection.execute(
+            item.update().where(item.c.node_id == node.id).values(service_rank=source)
+        )
+
+    def _evict_beyond(self, node: NodeRow, limit: int) -> None:
+        # Both servers keep the newest ``limit`` items in their own order when a publication
+        # goes beyond the limit (Prosody silently, ejabberd with retracts only when
+        # notify_retract is on): the same rule here, applied at every publication so that
+        # replay in batches of any size evicts the same items (invariant 3).
+        item = self._tables.item
+        self._items.flush()
+        newest = (
+            sa.select(item.c.service_rank)
+            .where(item.c.node_id == node.id)
+            .order_by(item.c.service_rank.desc())
+            .limit(1)
+            .offset(max(limit, 1) - 1)
+            .scalar_subquery()
+        )
+        self._items.delete_where(
+            sa.and_(item.c.node_id == node.id, item.c.service_rank < newest), nodes=[node.id]
+        )
+
+    def _reconcile(self, node: NodeRow, position: int, listed: list[str], complete: bool) -> None:
+        item = self._tables.item
+        self._items.flush()
+        cached = set(
+            self._connection.execute(
+                sa.select(item.c.item_id).where(item.c.node_id == node.id)
+            ).scalars()
+        )
+        wanted = set(listed)
+        gone = sorted(cached - wanted)
+        if complete and gone:
+            for start in range(0, len(gone), 500):
+                chunk = gone[start : start + 500]
+                self._items.delete_where(
+                    sa.and_(item.c.node_id == node.id, item.c.item_id.in_(chunk)),
+                    nodes=[node.id],
+                )
+        if wanted - cached:
+            # Items the cache never saw (a notification lost): their payloads and places come
+            # from a sync, which the ingest carries out as for any request.
+            self._update(node, sync_requested_position=position)
+
     def _scope(self, event: CachePurged | CacheReset) -> sa.ColumnElement[bool]:
         clauses = [self._tables.node.c.account == event.account]
         if event.service is not None:
@@ -358,3 +474,23 @@ class BatchApplier:
 
 def _info(key: NodeKey) -> NodeInfo:
     return NodeInfo(key[1], key[2], None)
+
+
+def _last_places(items: list[Item], offset: int) -> list[tuple[int, Item]]:
+    """The listing's items with their index, each id once at its last place.
+
+    Prosody 0.12's memory store lists a re-published id twice: where it was, and at the end,
+    where its last publication put it (its order is by last publication); the last is true.
+    """
+    last = {item.id: (index, item) for index, item in enumerate(items, offset)}
+    return sorted(last.values(), key=lambda pair: pair[0])
+
+
+def _max_items(values: list[str]) -> int | None:
+    text = values[0].strip() if values else ""
+    return int(text) if text.isdigit() and 0 < int(text) < 2**31 else None
+
+
+def _boolean(values: list[str]) -> bool | None:
+    text = values[0].strip().lower() if values else ""
+    return {"1": True, "true": True, "0": False, "false": False}.get(text)

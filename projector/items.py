@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from pubsub_cache.events import Item
 from pubsub_cache.projector.analysers import Analyser
 from pubsub_cache.projector.payloads import parse_columns, payload_hash
+from pubsub_cache.projector.ranks import Placement, place
 from pubsub_cache.projector.schema import LIVE, ReadModel
 
 ItemKey = tuple[int, str]
@@ -32,6 +33,8 @@ class Stored:
     payload_hash: str | None
     created_position: int
     created_at: float
+    creation_rank: int
+    modification_rank: int
 
 
 class ItemWriter:
@@ -43,7 +46,8 @@ class ItemWriter:
         self._known: dict[ItemKey, Stored | None] = {}
         self._upserts: dict[ItemKey, list[Any]] = {}
         self._deletes: set[ItemKey] = set()
-        self._synced: dict[ItemKey, str] = {}
+        self._touched: dict[ItemKey, list[Any]] = {}
+        """Items whose payload is unchanged: new ranks and ``synced_by`` only."""
         self._empty: set[int] = set()
         self._upsert = _upsert_statement(connection.dialect.name, tables.item.name)
 
@@ -69,10 +73,12 @@ class ItemWriter:
                     columns.payload_hash,
                     columns.created_position,
                     columns.created_at,
+                    columns.creation_rank,
+                    columns.modification_rank,
                 ).where(columns.node_id == node_id, columns.item_id.in_(chunk))
             )
-            for item_id, digest, created_position, created_at in rows:
-                self._known[(node_id, item_id)] = Stored(digest, created_position, created_at)
+            for item_id, *stored in rows:
+                self._known[(node_id, item_id)] = Stored(*stored)
 
     def publish(
         self,
@@ -83,28 +89,37 @@ class ItemWriter:
         *,
         when: float,
         sync_id: str | None,
+        placement: Placement,
+        service_order: str | None,
     ) -> None:
-        """Record that ``item`` was published (or fetched by sync ``sync_id``) at ``position``."""
+        """Record that ``item`` was published (or listed by sync ``sync_id``) at ``position``,
+        placed in the node's orders by ``placement`` (see :mod:`.ranks`)."""
         key = (node_id, item.id)
         if key not in self._known:
             self.prefetch(node_id, [item.id])
         stored = self._known[key]
+        known = None if stored is None else (stored.creation_rank, stored.modification_rank)
+        ranks = place(placement, known, service_order)
         digest = payload_hash(item.payload)
         if stored is not None and (item.payload is None or stored.payload_hash == digest):
             # The same payload again (or a notify-only repeat): bookkeeping only.
-            if sync_id is not None:
-                pending = self._upserts.get(key)
-                if pending is not None:
+            stored.creation_rank, stored.modification_rank = ranks.creation, ranks.modification
+            pending = self._upserts.get(key)
+            if pending is not None:
+                pending[_RANKS] = list(ranks)
+                if sync_id is not None:
                     pending[_SYNCED_BY] = sync_id
-                else:
-                    self._synced[key] = sync_id
+            else:
+                touched = self._touched.get(key)
+                synced_by = sync_id or (touched[0] if touched else None)
+                self._touched[key] = [synced_by, *ranks]
             return
         parser = analyser.parser if analyser is not None else None
         columns = parse_columns(item.payload, parser)
         if stored is None:
-            stored = Stored(digest, position, when)
+            stored = Stored(digest, position, when, ranks.creation, ranks.modification)
         else:
-            stored = Stored(digest, stored.created_position, stored.created_at)
+            stored = Stored(digest, stored.created_position, stored.created_at, *ranks[:2])
         published = columns.published or item.delay
         has_payload = item.payload is not None
         self._upserts[key] = [
@@ -124,15 +139,16 @@ class ItemWriter:
             stored.created_position,
             position,
             sync_id,
+            *ranks,
         ]
         self._known[key] = stored
-        self._synced.pop(key, None)
+        self._touched.pop(key, None)
 
     def retract(self, node_id: int, item_id: str) -> None:
         """Record that the item is gone."""
         key = (node_id, item_id)
         self._upserts.pop(key, None)
-        self._synced.pop(key, None)
+        self._touched.pop(key, None)
         self._deletes.add(key)
         self._known[key] = None
 
@@ -166,20 +182,35 @@ class ItemWriter:
                 self._upsert, [tuple(r) for r in self._upserts.values()]
             )
             self._upserts.clear()
-        if self._synced:
+        if self._touched:
+            # synced_by is only ever set here (a notification's repeat keeps the last sync's).
             self._connection.execute(
                 self._tables.item.update()
                 .where(
                     columns.node_id == sa.bindparam("key_node"),
                     columns.item_id == sa.bindparam("key_item"),
                 )
-                .values(synced_by=sa.bindparam("sync_id")),
+                .values(
+                    synced_by=sa.func.coalesce(sa.bindparam("sync_id"), columns.synced_by),
+                    creation_rank=sa.bindparam("creation"),
+                    modification_rank=sa.bindparam("modification"),
+                    service_rank=sa.bindparam("service"),
+                ),
                 [
-                    {"key_node": node_id, "key_item": item_id, "sync_id": sync_id}
-                    for (node_id, item_id), sync_id in self._synced.items()
+                    {
+                        "key_node": node_id,
+                        "key_item": item_id,
+                        "sync_id": sync_id,
+                        "creation": creation,
+                        "modification": modification,
+                        "service": service,
+                    }
+                    for (node_id, item_id), (sync_id, creation, modification, service) in (
+                        self._touched.items()
+                    )
                 ],
             )
-            self._synced.clear()
+            self._touched.clear()
 
 
 #: The columns of an upsert row, in the order :meth:`ItemWriter.publish` builds them.
@@ -187,10 +218,12 @@ _ROW = (
     "node_id", "item_id", "publisher", "payload", "parsed", "parse_error", "parser",
     "parser_version", "text", "payload_hash", "published_at", "created_at", "updated_at",
     "created_position", "updated_position", "synced_by",
+    "creation_rank", "modification_rank", "service_rank",
 )  # fmt: skip
 
 
 _SYNCED_BY = _ROW.index("synced_by")
+_RANKS = slice(_ROW.index("creation_rank"), _ROW.index("service_rank") + 1)
 
 
 def _upsert_statement(dialect: str, table: str) -> str:

@@ -56,6 +56,11 @@ def _read_model(metadata: sa.MetaData, prefix: str) -> ReadModel:
         sa.Column("subscribed", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.Column("subscription", sa.String(16)),
         sa.Column("configuration", JSONType),
+        sa.Column("max_items", sa.Integer, comment="the node's pubsub#max_items, when known"),
+        sa.Column("notify_retract", sa.Boolean, comment="pubsub#notify_retract, when known"),
+        sa.Column(
+            "item_order", sa.String(16), comment="how the service lists items (ServiceOrder)"
+        ),
         sa.Column("item_count", sa.Integer, nullable=False, server_default="0"),
         sa.Column("deleted", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.Column("redirect", sa.Text),
@@ -93,9 +98,31 @@ def _read_model(metadata: sa.MetaData, prefix: str) -> ReadModel:
         sa.Column("created_position", sa.BigInteger, nullable=False),
         sa.Column("updated_position", sa.BigInteger, nullable=False),
         sa.Column("synced_by", sa.Text, comment="sync_id of the last sync page holding the item"),
+        sa.Column(
+            "creation_rank",
+            sa.BigInteger,
+            nullable=False,
+            server_default="0",
+            comment="place in the order of first publication (projector/ranks.py)",
+        ),
+        sa.Column(
+            "modification_rank",
+            sa.BigInteger,
+            nullable=False,
+            server_default="0",
+            comment="place in the order of last publication",
+        ),
+        sa.Column(
+            "service_rank",
+            sa.BigInteger,
+            nullable=False,
+            server_default="0",
+            comment="place in the service's own order (one of the two above)",
+        ),
         sa.UniqueConstraint("node_id", "item_id"),
-        sa.Index(f"ix_{prefix}pubsub_item_node_created", "node_id", "created_position"),
-        sa.Index(f"ix_{prefix}pubsub_item_node_updated", "node_id", "updated_position"),
+        sa.Index(f"ix_{prefix}pubsub_item_node_creation", "node_id", "creation_rank", "id"),
+        sa.Index(f"ix_{prefix}pubsub_item_node_modification", "node_id", "modification_rank", "id"),
+        sa.Index(f"ix_{prefix}pubsub_item_node_service", "node_id", "service_rank", "id"),
         sa.Index(f"ix_{prefix}pubsub_item_node_published", "node_id", "published_at"),
     )
 

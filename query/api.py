@@ -101,12 +101,14 @@ class Query:
         item_ids: Sequence[str] | None = None,
         max_items: int | None = None,
         rsm: RsmRequest | None = None,
-        order_by: str = "creation",
+        order_by: str = "service",
     ) -> Page:
         """A page of the node's items as ``account`` sees them (see :class:`Page`).
 
-        The result set is the node's items in ``order_by`` (oldest first), restricted to
-        ``item_ids`` when given, then to the newest ``max_items``; ``rsm`` pages through it.
+        The result set is the node's items in ``order_by`` (oldest first; by default the order
+        the service itself answers in), restricted to ``item_ids`` when given, then to the
+        newest ``max_items``; ``rsm`` pages through it. ``Page.order`` names the order the items
+        are in (a live read can only give the service's).
         """
         core = self._core
         answer = await self._read(
@@ -142,6 +144,7 @@ class Query:
             service=service,
             node=node,
             order=check_order(order_by),
+            service_order=answer.node.item_order if answer.node is not None else None,
             rsm=rsm,
             item_ids=item_ids,
             max_items=max_items,

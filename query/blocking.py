@@ -100,7 +100,7 @@ class BlockingQuery:
         item_ids: Sequence[str] | None = None,
         max_items: int | None = None,
         rsm: RsmRequest | None = None,
-        order_by: str = "creation",
+        order_by: str = "service",
     ) -> Page:
         """As :meth:`Query.get_items <pubsub_cache.query.api.Query.get_items>`."""
         answer = self._core.cached_items(

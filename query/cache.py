@@ -29,7 +29,7 @@ from .connections import KeptConnections
 from .errors import InvalidQuery, RsmItemNotFound
 from .model import Order, Page, PageItem, RsmRequest
 from .pages import PageReader, partial_answer
-from .rows import NODE_COLUMNS, ORDER_KEYS, NodeRow, item_columns, node_row, to_item
+from .rows import NODE_COLUMNS, NODE_WIDTH, ORDER_KEYS, NodeRow, item_columns, node_row, to_item
 from .rsm import result_for
 
 _item = pubsub_item.c
@@ -114,7 +114,7 @@ class CacheReader:
             if row is None:
                 return CacheAnswer(None, None, "never seen by this account")
             if row.sync_state == "COMPLETED":
-                return CacheAnswer(row, _end_page(items, descending, row, max_items))
+                return CacheAnswer(row, _end_page(items, descending, row, max_items, order))
             if row.sync_state != "PARTIAL":
                 return CacheAnswer(row, None, _unsynced(row))
         with self.engine.connect() as connection:
@@ -135,14 +135,18 @@ class CacheReader:
                 if row.sync_state == "COMPLETED":
                     raise
                 return CacheAnswer(row, None, "PARTIAL: the RSM cursor is not cached")
+        named = row.order_name(order)
         if row.sync_state == "COMPLETED":
-            return CacheAnswer(row, Page(items, rsm_result, complete=True, from_cache=True))
+            page = Page(items, rsm_result, complete=True, from_cache=True, order=named)
+            return CacheAnswer(row, page)
         exact, why_not = partial_answer(order, rsm, item_ids, max_items, items, row, reader)
         if why_not is not None:
             return CacheAnswer(row, None, f"PARTIAL: {why_not}")
         if not exact:  # the head of the set is missing: no index, no count
             rsm_result = result_for(items, None, None)
-        return CacheAnswer(row, Page(items, rsm_result, complete=exact, from_cache=True))
+        return CacheAnswer(
+            row, Page(items, rsm_result, complete=exact, from_cache=True, order=named)
+        )
 
     def item(
         self, account: str, service: str, node: str, item_id: str
@@ -154,7 +158,10 @@ class CacheReader:
         )
         if not rows:
             return None, None
-        return node_row(rows[0]), (to_item(rows[0], 6) if rows[0][6] is not None else None)
+        first = rows[0]
+        return node_row(first), (
+            to_item(first, NODE_WIDTH) if first[NODE_WIDTH] is not None else None
+        )
 
     def _end(
         self, order: Order, descending: bool, account: str, service: str, node: str, limit: int
@@ -169,7 +176,9 @@ class CacheReader:
             )
             if not rows:
                 return None, []
-            return node_row(rows[0]), [to_item(r, 6) for r in rows if r[6] is not None]
+            return node_row(rows[0]), [
+                to_item(r, NODE_WIDTH) for r in rows if r[NODE_WIDTH] is not None
+            ]
         # SQLite: two statements in one read transaction beat one join, whose node columns
         # would be built again as Python objects for every row.
         find = self._statement("node", self._find_node)
@@ -275,7 +284,7 @@ def _end_of_set(
 
 
 def _end_page(
-    items: list[PageItem], descending: bool, node: NodeRow, max_items: int | None
+    items: list[PageItem], descending: bool, node: NodeRow, max_items: int | None, order: Order
 ) -> Page:
     count = node.item_count if max_items is None else min(node.item_count, max_items)
     if descending:
@@ -283,7 +292,8 @@ def _end_page(
         index = count - len(items)
     else:
         index = 0
-    return Page(items, result_for(items, index, count), complete=True, from_cache=True)
+    rsm = result_for(items, index, count)
+    return Page(items, rsm, complete=True, from_cache=True, order=node.order_name(order))
 
 
 def _unsynced(node: NodeRow) -> str:

@@ -5,10 +5,12 @@ the whole node, up to ``max_items``), puts it in the requested order, restricts 
 ids and ``max_items`` asked for, then applies the RSM window itself (:mod:`.rsm`): a client
 cannot tell a live page from a cached one but by ``from_cache``.
 
-Orders: ``creation`` and ``modification`` are the service's own order (the cache keeps it:
-positions in the log, ties in the order the service listed the items); ``publication`` sorts
-by the date the payload's parser reads (else the ``<delay>`` stamp, else now), ties kept in the
-service's order, as the cache does.
+Orders: a service lists items in one order of its own (``creation`` on ejabberd,
+``modification`` on Prosody: see ``projector/ranks.py``), which is all a live read can give:
+asked for ``service``, or for the order the service is known to use, the answer is in that
+order; asked for the other one, it is in the service's order all the same and ``Page.order``
+says so. ``publication`` sorts by the date the payload's parser reads (else the ``<delay>``
+stamp, else now), ties kept in the service's order, as the cache does.
 
 XMPP errors never leave this module: :class:`LiveFetchTimeout`, :class:`LiveFetchError`.
 """
@@ -93,19 +95,11 @@ async def fetch_node(
 
 
 def unique(items: list[Item]) -> list[Item]:
-    """Each id once. A server may list an id twice: Prosody 0.12 answers with both publications
-    of a re-published id. As the projector's upsert does, the id keeps its first place and takes
-    its last payload."""
-    places: dict[str, int] = {}
-    kept: list[Item] = []
-    for item in items:
-        place = places.get(item.id)
-        if place is None:
-            places[item.id] = len(kept)
-            kept.append(item)
-        else:
-            kept[place] = item
-    return kept
+    """Each id once. A server may list an id twice: Prosody 0.12's memory store answers with
+    both publications of a re-published id, the stale one where it was and the last one at the
+    end (it orders by last publication). As the projector does, the last place and payload win."""
+    last = {item.id: index for index, item in enumerate(items)}
+    return [item for index, item in enumerate(items) if last[item.id] == index]
 
 
 async def fetch_item(
@@ -136,6 +130,7 @@ def live_page(
     item_ids: Sequence[str] | None,
     max_items: int | None,
     sync_requested: bool,
+    service_order: str | None = None,
 ) -> Page:
     """The page a cached read of the same request would give, from a live answer.
 
@@ -162,4 +157,12 @@ def live_page(
     start, stop = window_bounds(ids, rsm, service=service, node=node)
     items = [convert(index)[0] for index in ordered[start:stop]]
     rsm_result = result_for(items, start, len(ids)) if exact else result_for(items, None, None)
-    return Page(items, rsm_result, complete=exact, from_cache=False, sync_requested=sync_requested)
+    named = "publication" if order == "publication" else (service_order or "service")
+    return Page(
+        items,
+        rsm_result,
+        complete=exact,
+        from_cache=False,
+        sync_requested=sync_requested,
+        order=named,
+    )

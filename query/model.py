@@ -15,8 +15,11 @@ import msgspec
 
 from .errors import InvalidRsm
 
-Order = Literal["creation", "modification", "publication"]
-ORDERS: tuple[Order, ...] = ("creation", "modification", "publication")
+Order = Literal["service", "creation", "modification", "publication"]
+"""The orders of ``get_items``: ``service`` (the default) is the one the node's service lists
+items in, which is ``creation`` on ejabberd and ``modification`` on Prosody (see
+``projector/ranks.py``); ``publication`` sorts by the payload's date."""
+ORDERS: tuple[Order, ...] = ("service", "creation", "modification", "publication")
 
 _decode_json = msgspec.json.decode
 _UNDECODED: Any = object()
@@ -146,15 +149,21 @@ class Page:
     complete: bool
     from_cache: bool
     sync_requested: bool = False
+    order: str = "service"
+    """The order the items are in: ``creation``, ``modification`` or ``publication``, or
+    ``service`` when it is the service's own and the cache does not know which that is. A live
+    read can only give the service's order (or publication order): asked for the other one, it
+    says so here rather than pretending."""
 
     def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict: items, rsm, complete, from_cache."""
+        """A JSON-ready dict: items, rsm, complete, from_cache, sync_requested, order."""
         return {
             "items": [item.as_dict() for item in self.items],
             "rsm": self.rsm.as_dict(),
             "complete": self.complete,
             "from_cache": self.from_cache,
             "sync_requested": self.sync_requested,
+            "order": self.order,
         }
 
 

@@ -1,8 +1,9 @@
 """The read model's rows as the query library reads them: node facts, item columns, orders.
 
-Orders, oldest first as Prosody sends items (ties keep the order of the event that listed them):
-``creation`` = (created_position, id), ``modification`` = (updated_position, id),
-``publication`` = (published_at, created_position, id).
+Orders, oldest first (the ranks are the projector's, see ``projector/ranks.py``):
+``service`` = (service_rank, id), ``creation`` = (creation_rank, id), ``modification`` =
+(modification_rank, id), ``publication`` = (published_at, service_rank, id). Each has an index
+on (node_id, rank, id), so the newest N of a node are read down the index.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ _item = pubsub_item.c
 _node = pubsub_node.c
 
 ORDER_KEYS: dict[str, tuple[sa.ColumnElement[Any], ...]] = {
-    "creation": (_item.created_position, _item.id),
-    "modification": (_item.updated_position, _item.id),
-    "publication": (_item.published_at, _item.created_position, _item.id),
+    "service": (_item.service_rank, _item.id),
+    "creation": (_item.creation_rank, _item.id),
+    "modification": (_item.modification_rank, _item.id),
+    "publication": (_item.published_at, _item.service_rank, _item.id),
 }
 
 
@@ -37,6 +39,12 @@ class NodeRow:
     to_sync: bool
     sync_requested: bool
     deleted: bool
+    item_order: str | None = None
+    """How the service lists items (``creation`` or ``modification``), when learned."""
+
+    def order_name(self, order: str) -> str:
+        """The order a page in ``order`` is in, by name (``service`` resolved when known)."""
+        return (self.item_order or "service") if order == "service" else order
 
 
 def parsed_text(dialect: str) -> sa.ColumnElement[Any]:
@@ -72,8 +80,11 @@ NODE_COLUMNS = (
     _node.to_sync,
     _node.sync_requested_position,
     _node.deleted,
+    _node.item_order,
 )
+#: Where the item columns start in a row that begins with the node's.
+NODE_WIDTH = len(NODE_COLUMNS)
 
 
 def node_row(row: Sequence[Any]) -> NodeRow:
-    return NodeRow(row[0], row[1], row[2], bool(row[3]), row[4] is not None, bool(row[5]))
+    return NodeRow(row[0], row[1], row[2], bool(row[3]), row[4] is not None, bool(row[5]), row[6])

@@ -6,7 +6,7 @@ must all occur in the text the parser extracted: an FTS5 query of quoted words o
 ``plainto_tsquery('simple', ...)`` on PostgreSQL. Nothing the user types reaches either query
 language unquoted.
 
-Orders: ``creation``, ``modification``, ``publication`` or a parsed path, ascending, or
+Orders: ``service``, ``creation``, ``modification``, ``publication`` or a parsed path, ascending, or
 descending with a leading ``-`` (default ``-publication``: newest first). A path orders its
 values by JSON type first (numbers, strings, booleans, arrays, objects, null, missing) then by
 value (strings by code point), so both databases give one order; ties end on the row id.

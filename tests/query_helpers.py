@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 from helpers import ACCOUNT, NODE, SERVICE, T0
 from pubsub_cache.events import Item, SyncRequested
 from pubsub_cache.events.log import EventLog
+from pubsub_cache.projector.ranks import rank
 from pubsub_cache.projector.schema import pubsub_item, pubsub_node
 from pubsub_cache.xmpp.errors import XmppError
 from pubsub_cache.xmpp.pubsub import ItemsReply, OnResult, PubsubClient
@@ -105,6 +106,10 @@ class ReadModelRows:
                     updated_at=BASE + (updated_position or created),
                     created_position=created,
                     updated_position=updated_position or created,
+                    # As the projector places items (projector/ranks.py); ties: by row id.
+                    creation_rank=rank(created, 0),
+                    modification_rank=rank(updated_position or created, 0),
+                    service_rank=rank(created, 0),
                 )
             )
             self._recount(connection, node_id)

@@ -23,6 +23,7 @@ from pubsub_cache.events import (
     CacheReset,
     InvalidEvent,
     Item,
+    ItemsListed,
     ItemsPublished,
     ItemsRetracted,
     NodeConfigured,
@@ -78,9 +79,24 @@ def golden_events() -> list[AnyEvent]:
         SyncCompleted(**common, sync_id="sync-1", complete=False, item_count=1, reason="no RSM"),
         SyncFailed(**common, sync_id="sync-1", error="node gone", condition="item-not-found"),
         NotificationRejected(**common, source="notification", reason="sender has a resource"),
+        ItemsListed(**common, item_ids=["1", "2"], complete=False, via="disco#items"),
         CachePurged(account=ACCOUNT, observed_at=at(1), service=SERVICE, older_than=at(-3600)),
         CacheReset(account=ACCOUNT, observed_at=at(1), node=NODE),
     ]
+
+
+def test_fields_added_since_v1_round_trip() -> None:
+    # The v1 corpus predates these fields: their defaults are covered by it, their values here.
+    common: Common = {"account": ACCOUNT, "service": SERVICE, "node": NODE, "observed_at": at(1)}
+    events: list[AnyEvent] = [
+        SyncStarted(**common, sync_id="s", order="modification"),
+        SyncPageFetched(**common, sync_id="s", items=[Item(id="1")], page=2, offset=200),
+    ]
+    for event in events:
+        assert decode(encode(event)) == event
+        assert decode_json(encode_json(event)) == event
+    with pytest.raises(InvalidEvent, match="offset"):
+        SyncPageFetched(**common, sync_id="s", items=[], offset=-1)
 
 
 def test_every_event_type_has_a_golden_example() -> None:
