@@ -4,12 +4,17 @@ NDJSON: one ``{"position", "recorded_at", "event"}`` object per line, the event 
 (readable, greppable). msgpack: the same records, each prefixed by its length (4 bytes, big
 endian), the event carried as its stored bytes. Both stream in batches: memory stays flat.
 
+An event that cannot be decoded (a row written by a buggy version, or forced in by hand) is left
+out and reported, with its position and error, to ``on_undecodable``: one bad row never stops the
+export of the rest (invariant 11), and every exported record can be imported.
+
 Import keeps positions, so a read model rebuilt from an imported log equals the original one
 (rows record the positions that created them). It refuses positions the target already used.
 """
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections.abc import Callable, Iterator
 from typing import BinaryIO, Literal, cast
@@ -21,13 +26,16 @@ from pubsub_cache.errors import PubsubCacheError
 
 from .codec import decode, encode
 from .db import is_sqlite, write_transaction
+from .errors import UndecodableEvent
 from .log import CHANNEL, EventLog, RawRecord, head_in
 from .schema import event_table
 from .types import AnyEvent, event_scope, event_tag
 
 Format = Literal["ndjson", "msgpack"]
 Progress = Callable[[int, int], None]
+OnUndecodable = Callable[[UndecodableEvent], None]
 _LENGTH = struct.Struct(">I")
+log = logging.getLogger(__name__)
 
 
 class ImportConflict(PubsubCacheError):
@@ -75,8 +83,13 @@ def export_log(
     fmt: Format,
     batch: int = 5000,
     progress: Progress | None = None,
+    on_undecodable: OnUndecodable | None = None,
 ) -> int:
-    """Write every event of ``log`` to ``out``; returns how many."""
+    """Write every decodable event of ``log`` to ``out``; returns how many.
+
+    Each undecodable row is left out and passed to ``on_undecodable`` (default: logged).
+    """
+    report = on_undecodable or _log_undecodable
     head = log.head()
     json_encoder = msgspec.json.Encoder()
     pack = msgspec.msgpack.Encoder().encode
@@ -87,15 +100,19 @@ def export_log(
             return count
         chunk = bytearray()
         for record in records:
-            if fmt == "ndjson":
+            try:
                 event = decode(record.body, position=record.position)
+            except UndecodableEvent as exc:
+                report(exc)
+                continue
+            count += 1
+            if fmt == "ndjson":
                 exported = ExportedEvent(record.position, record.recorded_at, event)
                 chunk += json_encoder.encode(exported) + b"\n"
             else:
                 packed = pack(_PackedEvent(record.position, record.recorded_at, record.body))
                 chunk += _LENGTH.pack(len(packed)) + packed
         out.write(chunk)
-        count += len(records)
         after = records[-1].position
         if progress is not None:
             progress(after, head)
@@ -152,6 +169,10 @@ def import_log(engine: Engine, records: Iterator[RawRecord], *, batch: int = 200
                 )
                 connection.exec_driver_sql(f"NOTIFY {CHANNEL}")
         count += len(chunk)
+
+
+def _log_undecodable(error: UndecodableEvent) -> None:
+    log.warning("left out of the export: %s", error)
 
 
 def _raw(position: int, recorded_at: float, event: AnyEvent) -> RawRecord:

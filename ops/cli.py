@@ -67,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     _register()
     try:
-        cli.main(args=argv, prog_name="pubsub-cache", standalone_mode=False)
+        # Without standalone mode, click returns the status of a click.exceptions.Exit raised
+        # by a command (e.g. 3: done, but the answer is no) instead of exiting with it.
+        status = cli.main(args=argv, prog_name="pubsub-cache", standalone_mode=False)
     except PubsubCacheError as error:
         click.echo(f"pubsub-cache: {error}", err=True)
         return _exit_code(error)
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         return error.exit_code
     except click.exceptions.Exit as done:
         return done.exit_code
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":

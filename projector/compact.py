@@ -11,11 +11,15 @@ equals live (tests/storage/test_compaction.py):
 The first and the last remaining event of each node are always kept: they fix the node row's
 ``created_position`` and ``updated_position`` (and the first payload chose its analyser).
 Rejected-notification events are kept (they are counted). Positions are never reused.
+
+A row that cannot be decoded is kept, and reported (position and error) to ``on_undecodable``
+instead of stopping the compaction of the whole log: ``parked drop`` or a repair deals with it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -30,6 +34,7 @@ from pubsub_cache.events import (
     NodePurged,
     NotificationRejected,
     SyncPageFetched,
+    UndecodableEvent,
     decode,
 )
 from pubsub_cache.events.db import write_transaction
@@ -38,6 +43,8 @@ from pubsub_cache.events.schema import event_table
 from pubsub_cache.projector.schema import projector_checkpoint
 
 NodeKey = tuple[str, str, str]
+OnUndecodable = Callable[[UndecodableEvent], None]
+log = logging.getLogger(__name__)
 _ITEM_EVENTS = (ItemsPublished, SyncPageFetched, ItemsRetracted)
 
 
@@ -48,14 +55,19 @@ def lowest_checkpoint(engine: Engine) -> int:
     return int(value or 0)
 
 
-def compact(engine: Engine, *, batch: int = 5000) -> int:
-    """Delete the irrelevant events below the lowest checkpoint; returns how many."""
+def compact(
+    engine: Engine, *, batch: int = 5000, on_undecodable: OnUndecodable | None = None
+) -> int:
+    """Delete the irrelevant events below the lowest checkpoint; returns how many.
+
+    Undecodable rows are kept and passed to ``on_undecodable`` (default: logged).
+    """
     upto = lowest_checkpoint(engine)
     log = EventLog(engine)
     resets: list[tuple[int, CacheReset]] = []
     wipes: dict[NodeKey, int] = {}
     retracts: dict[tuple[NodeKey, str], int] = {}
-    for position, event in _events(log, upto, batch):
+    for position, event in _events(log, upto, batch, on_undecodable or _log_undecodable):
         match event:
             case CacheReset():
                 resets.append((position, event))
@@ -67,7 +79,7 @@ def compact(engine: Engine, *, batch: int = 5000) -> int:
                     retracts[(key, item_id)] = position
     removable: list[int] = []
     bounds: dict[NodeKey, list[int]] = {}  # first and last position that a rebuild must see
-    for position, event in _events(log, upto, batch):
+    for position, event in _events(log, upto, batch, lambda _: None):  # reported above
         if isinstance(event, NotificationRejected) or not isinstance(event, NodeEvent):
             continue
         key = (event.account, event.service, event.node)
@@ -90,7 +102,9 @@ def compact(engine: Engine, *, batch: int = 5000) -> int:
     return len(doomed)
 
 
-def _events(log: EventLog, upto: int, batch: int) -> Iterator[tuple[int, AnyEvent]]:
+def _events(
+    log: EventLog, upto: int, batch: int, report: OnUndecodable
+) -> Iterator[tuple[int, AnyEvent]]:
     after = 0
     while after < upto:
         records = log.read_raw(after=after, limit=batch)
@@ -99,8 +113,17 @@ def _events(log: EventLog, upto: int, batch: int) -> Iterator[tuple[int, AnyEven
         for record in records:
             if record.position > upto:
                 return
-            yield record.position, decode(record.body, position=record.position)
+            try:
+                event = decode(record.body, position=record.position)
+            except UndecodableEvent as exc:
+                report(exc)
+                continue
+            yield record.position, event
         after = records[-1].position
+
+
+def _log_undecodable(error: UndecodableEvent) -> None:
+    log.warning("kept by the compaction: %s", error)
 
 
 def _reset_after(resets: list[tuple[int, CacheReset]], position: int, key: NodeKey) -> bool:
