@@ -76,6 +76,8 @@ class LocalProsody:
     :meth:`close` (and on leaving the ``with`` block).
     """
 
+    software = "prosody"
+
     def __init__(
         self,
         *,

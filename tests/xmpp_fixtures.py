@@ -1,9 +1,10 @@
 """Fixtures of the XMPP tests, a pytest plugin loaded by tests/conftest.py: one local Prosody
-for the session, sessions on it, and the daemon running in the test's event loop.
+for the session, sessions on it, and the daemon running in the test's event loop; one local
+ejabberd for the session too, and ``xmpp_server``, which runs a test once on each server.
 
-Accounts: ``publisher`` (server admin: only admins may create nodes on Prosody's pubsub
-component), ``reader`` and ``mallory`` (normal users). Without Prosody the server tests are
-skipped locally and fail under CI, where the test command installs it.
+Accounts on both servers: ``publisher`` (server admin: only admins may create nodes on Prosody's
+pubsub component), ``reader`` and ``mallory`` (normal users). Without Prosody (or ejabberd) the
+server tests are skipped locally and fail under CI, where the test command installs both.
 """
 
 from __future__ import annotations
@@ -23,11 +24,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from pubsub_cache.ops.cli_daemon import serve
+from pubsub_cache.ops.ejabberd import APT_INSTALL as EJABBERD_APT_INSTALL
+from pubsub_cache.ops.ejabberd import LocalEjabberd
 from pubsub_cache.ops.prosody import APT_INSTALL, LocalProsody
+from pubsub_cache.ops.xmpp_server import LocalXmppServer
 from pubsub_cache.projector.schema import pubsub_item, pubsub_node
 from pubsub_cache.xmpp.backoff import Backoff
 from pubsub_cache.xmpp.client import PubsubClient, session
 from pubsub_cache.xmpp.ingest import Ingest, IngestOptions, XmppAccount
+from pubsub_cache.xmpp.reconcile import ReconcileOptions
 
 USERS = ("publisher", "reader", "mallory")
 ADMINS = ("publisher",)
@@ -67,6 +72,47 @@ def prosody(prosody_installed: None) -> Iterator[LocalProsody]:
         for user in USERS:
             server.register(user, password_of(user))
         yield server
+
+
+@pytest.fixture(scope="session")
+def ejabberd_installed() -> None:
+    """Skip when ejabberd is not installed (or not run as root, which ejabberdctl needs); fail
+    instead under CI, which installs it and runs as root."""
+    message = None
+    if shutil.which("ejabberdctl") is None:
+        message = f"ejabberd is not installed ({EJABBERD_APT_INSTALL})"
+    elif os.geteuid() != 0:
+        message = "a local ejabberd needs root (ejabberdctl switches to the 'ejabberd' user)"
+    if message is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}: the XMPP tests must run in CI")
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def ejabberd(ejabberd_installed: None) -> Iterator[LocalEjabberd]:
+    """A running ejabberd with the test accounts registered (about 2.5 s to set up)."""
+    with LocalEjabberd(admins=ADMINS) as server:
+        for user in USERS:
+            server.register(user, password_of(user))
+        yield server
+
+
+@pytest.fixture(scope="session", params=["prosody", "ejabberd"], ids=["prosody", "ejabberd"])
+def xmpp_server(request: pytest.FixtureRequest) -> LocalXmppServer:
+    """The running ``prosody`` and then the running ``ejabberd``: a test asking for it runs on
+    both servers (same accounts on each)."""
+    server: LocalXmppServer = request.getfixturevalue(request.param)
+    return server
+
+
+def session_on(
+    server: LocalXmppServer, user: str, **options: Any
+) -> AbstractAsyncContextManager[PubsubClient]:
+    """``async with session_on(server, "reader") as client:``, a test account's session."""
+    options = {"host": server.host, "port": server.port, "tls": "none", **options}
+    full_jid = f"{server.jid(user)}/test-{uuid.uuid4().hex[:8]}"
+    return session(full_jid, password_of(user), **options)
 
 
 Connect = Callable[..., AbstractAsyncContextManager[PubsubClient]]
@@ -114,6 +160,7 @@ FAST = IngestOptions(
     keepalive=30.0,
     request_timeout=5.0,
     connect_timeout=5.0,
+    reconcile=ReconcileOptions(after_publish=0.05, spacing=0.0, fallback_interval=0.5),
 )
 
 NewAccount = Callable[[str], XmppAccount]

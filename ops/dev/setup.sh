@@ -2,6 +2,8 @@
 #   setup_venv      .venv with the package (strict editable install) and its dev tools
 #   setup_prosody   the Debian package `prosody`, installed when missing (its system-wide
 #                   server is stopped: ours run on their own ports, with ops/dev/prosody.cfg.lua)
+#   setup_ejabberd  the Debian package `ejabberd`, installed when missing (its system-wide
+#                   server is stopped and disabled: ours run with ops/dev/ejabberd.yml)
 # The caller has cd'ed to the repository root and set `set -euo pipefail`.
 
 log() { printf '\n==> %s\n' "$*"; }
@@ -27,5 +29,17 @@ setup_prosody() {
         apt_install prosody
         # The package starts a system-wide server; the tests start their own on other ports.
         as_root sh -c 'command -v service >/dev/null && service prosody stop' >/dev/null 2>&1 || true
+    fi
+}
+
+setup_ejabberd() {
+    # /usr/sbin is not on every PATH.
+    if [ ! -x /usr/sbin/ejabberdctl ] && ! command -v ejabberdctl >/dev/null; then
+        apt_install ejabberd
+        # The package starts a system-wide server holding 5222, 5269, 5280... and an epmd;
+        # stop it for good (ours run on free loopback ports, without epmd).
+        # (Each command may be missing or fail on a machine without systemd or SysV init.)
+        as_root sh -c 'service ejabberd stop; update-rc.d ejabberd disable
+            systemctl disable ejabberd' >/dev/null 2>&1 || true
     fi
 }

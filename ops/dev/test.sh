@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: sets up everything on a fresh machine, then runs the checks and the suite.
 #   - a virtualenv in .venv with the package (strict editable install) and its dev tools;
-#   - Prosody (Debian package) for the XMPP tests, installed when missing;
+#   - Prosody and ejabberd (Debian packages) for the XMPP tests, installed when missing;
 #   - a fresh PostgreSQL database `pubsub_cache_test_<pid>` on the local server (started if
 #     down), dropped on exit, unless PUBSUB_CACHE_TEST_POSTGRES_URL already names one;
 #   - ruff, mypy --strict (package and tests), then pytest with any arguments given.
@@ -17,6 +17,10 @@ setup_venv
 log "Prosody"
 setup_prosody
 dpkg-query -W prosody 2>/dev/null || true
+
+log "ejabberd"
+setup_ejabberd
+dpkg-query -W ejabberd 2>/dev/null || true
 
 if [ -z "${PUBSUB_CACHE_TEST_POSTGRES_URL:-}" ]; then
     log "PostgreSQL"
