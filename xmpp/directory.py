@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 
 from pubsub_cache.projector.analysers import AnalyserRegistry, NodeInfo
 from pubsub_cache.projector.payloads import payload_namespace
-from pubsub_cache.projector.schema import pubsub_node
+from pubsub_cache.projector.schema import pubsub_item, pubsub_node
 
 #: Sync states of a node that has been synced (or was being synced) and must stay so.
 SYNCED_STATES = ("IN_PROGRESS", "COMPLETED", "PARTIAL", "ERROR")
@@ -39,6 +39,14 @@ class SyncRequest(NamedTuple):
 
     ref: NodeRef
     position: int
+
+
+class NodeLimits(NamedTuple):
+    """What the read model knows of a node's limit on items."""
+
+    max_items: int | None
+    """From the node's configuration, when the account could read it (or was notified)."""
+    notify_retract: bool | None
 
 
 class NodeDirectory(Protocol):
@@ -59,6 +67,14 @@ class NodeDirectory(Protocol):
 
     def pep_notify(self) -> list[str]:
         """The PEP nodes (namespaces) to announce ``+notify`` for."""
+        ...
+
+    def node_limits(self, account: str, ref: NodeRef) -> NodeLimits | None:
+        """The node's known limits; ``None`` when the read model has no such node."""
+        ...
+
+    def cached_item_ids(self, account: str, ref: NodeRef) -> set[str] | None:
+        """The ids of the node's cached items; ``None`` when the read model has no such node."""
         ...
 
 
@@ -115,3 +131,28 @@ class ReadModelDirectory:
             for analyser in self._registry.analysers
             if analyser.to_sync and analyser.node_prefix
         ]
+
+    def node_limits(self, account: str, ref: NodeRef) -> NodeLimits | None:
+        """``max_items`` and ``notify_retract`` of the node, as its configuration gave them."""
+        c = pubsub_node.c
+        query = sa.select(c.max_items, c.notify_retract).where(
+            c.account == account, c.service == ref.service, c.node == ref.node
+        )
+        with self._engine.connect() as connection:
+            row = connection.execute(query).first()
+        return None if row is None else NodeLimits(row.max_items, row.notify_retract)
+
+    def cached_item_ids(self, account: str, ref: NodeRef) -> set[str] | None:
+        """The item ids the read model holds for the node."""
+        node, item = pubsub_node.c, pubsub_item.c
+        with self._engine.connect() as connection:
+            node_id = connection.execute(
+                sa.select(node.id).where(
+                    node.account == account, node.service == ref.service, node.node == ref.node
+                )
+            ).scalar()
+            if node_id is None:
+                return None
+            return set(
+                connection.execute(sa.select(item.item_id).where(item.node_id == node_id)).scalars()
+            )

@@ -8,9 +8,11 @@
 Per session: connect (``+notify`` for the synced PEP nodes, then caps, then presence, with the
 notification handler installed first), then re-read every synced node (notifications sent while
 we were away are lost: headline messages are not stored), then serve sync requests, payload
-fetches for notify-only items and a keepalive until the connection is lost. Then reconnect with
-backoff. Every notification goes through one synchronous handler to one ordered writer
-(:mod:`.writer`), so the log holds them in arrival order.
+fetches for notify-only items, reconciliations (:mod:`.reconcile`: what the service dropped
+without a word) and a keepalive until the connection is lost. Then reconnect with backoff.
+Each sync is told how the service orders items, learned once per service from its disco
+identities (:mod:`.disco`). Every notification goes through one synchronous handler to one
+ordered writer (:mod:`.writer`), so the log holds them in arrival order.
 """
 
 from __future__ import annotations
@@ -26,14 +28,22 @@ import anyio.abc
 import anyio.to_thread
 
 from pubsub_cache.events.log import EventLog
-from pubsub_cache.events.types import ItemsPublished, NodeDeleted, NodeEvent
+from pubsub_cache.events.types import (
+    ItemsPublished,
+    NodeConfigured,
+    NodeDeleted,
+    NodeEvent,
+    ServiceOrder,
+)
 
 from .backoff import Backoff
 from .client import DEFAULT_PLUGINS, TlsMode, connect, disconnect
 from .directory import NodeDirectory, NodeRef
+from .disco import order_from_identities
 from .errors import XmppConnectError, XmppError
 from .fetcher import PayloadFetcher
 from .pubsub import PubsubClient
+from .reconcile import ReconcileOptions, Reconciler
 from .scheduler import SyncScheduler
 from .sync import Clock, SyncResult, sync_node, utc_now
 from .translate import events_from_message
@@ -77,6 +87,7 @@ class IngestOptions:
     keepalive: float = 60.0
     request_timeout: float = 30.0
     connect_timeout: float = 20.0
+    reconcile: ReconcileOptions = field(default_factory=ReconcileOptions)
 
 
 class Ingest:
@@ -104,6 +115,16 @@ class Ingest:
         self._unwanted: set[NodeRef] = set()  # nodes whose analyser said no, on a payload
         self._handled_requests: dict[NodeRef, int] = {}
         self.fetcher = PayloadFetcher(self.writer, account.jid, clock)
+        self.reconciler = Reconciler(
+            account.jid,
+            self.writer,
+            directory,
+            clock,
+            lambda ref, reason: self.request_sync(ref.service, ref.node, reason),
+            self.scheduler.syncing,
+            self.options.reconcile,
+        )
+        self._orders: dict[str, ServiceOrder | None] = {}
         self.sessions = 0
         """Sessions opened so far."""
         self.notifications = 0
@@ -128,7 +149,7 @@ class Ingest:
 
     async def wait_idle(self) -> None:
         """Return once no sync or payload fetch is queued or running and the log has it all."""
-        while self.scheduler.busy or self.fetcher.pending:
+        while self.scheduler.busy or self.fetcher.pending or self.reconciler.pending:
             await self.scheduler.wait_idle()
             await anyio.sleep(0.01)
         await self.writer.flush()
@@ -179,6 +200,7 @@ class Ingest:
             await group.start(self.scheduler.run, functools.partial(self._sync, client))
             group.start_soon(self._watch_read_model)
             group.start_soon(self.fetcher.run, client)
+            group.start_soon(self.reconciler.run, client, lambda: sorted(self._wanted))
             group.start_soon(self._keepalive, client, lost)
             task_status.started()
             await lost.wait()
@@ -193,6 +215,7 @@ class Ingest:
             page_size=self.options.page_size,
             limit=self.options.sync_limit,
             clock=self._clock,
+            order=await self._service_order(client, ref.service),
         )
         if result.state == "DELETED":
             self._wanted.discard(ref)
@@ -205,6 +228,32 @@ class Ingest:
             f" ({result.reason})" if result.reason else "",
         )
         return result
+
+    async def _service_order(self, client: PubsubClient, service: str) -> ServiceOrder | None:
+        # The service's own identity first (a pubsub component names its software), then its
+        # server's (an account's PEP service does not answer strangers' disco#info).
+        if service in self._orders:
+            return self._orders[service]
+        host = service.rpartition("@")[2]
+        candidates = [service] if host == service else []
+        candidates += [host, *([host.partition(".")[2]] if "." in host else [])]
+        software, order = None, None
+        for jid in dict.fromkeys(candidates):
+            try:
+                software, order = order_from_identities(await client.identities(jid))
+            except XmppError as exc:
+                log.debug("disco#info of %s: %s", jid, exc)
+                continue
+            if order is not None:
+                break
+        log.info(
+            "service %s: %s, items in %s order",
+            service,
+            software or "unknown software",
+            order or "unknown (creation assumed)",
+        )
+        self._orders[service] = order
+        return order
 
     def request_sync(self, service: str, node: str, reason: str) -> None:
         """Sync ``service``/``node`` now, and again after every reconnection."""
@@ -272,6 +321,8 @@ class Ingest:
 
     def _observe(self, event: NodeEvent) -> None:
         ref = NodeRef(event.service, event.node)
+        if isinstance(event, NodeConfigured) and ref in self._wanted:
+            self.reconciler.after_configuration(ref)
         if isinstance(event, NodeDeleted):
             self._wanted.discard(ref)
             self._unwanted.discard(ref)
@@ -280,6 +331,8 @@ class Ingest:
             for item in event.items:
                 if item.payload is None:
                     self.fetcher.add(ref, item.id)
+            if ref in self._wanted:
+                self.reconciler.after_publish(ref)
             if ref not in self._wanted and ref not in self._unwanted:
                 # Analysed once per node (parsing a payload is not free), or until a payload
                 # shows the namespace when the first notifications carried none.

@@ -17,6 +17,14 @@ from slixmpp.exceptions import IqError, IqTimeout
 
 from pubsub_cache.events.types import Item
 
+from .disco import (
+    Identity,
+    ItemIdsPage,
+    info_query,
+    items_query,
+    reply_identities,
+    reply_item_ids,
+)
 from .errors import XmppNotConnected, XmppProtocolError, XmppRequestError, XmppTimeout
 from .stanzas import (
     NS_DATA,
@@ -259,6 +267,29 @@ class PubsubClient:
         for reason in refused:
             log.warning("node %r of %s: %s", node, service, reason)
         return ItemsReply(items=items, rsm=reply_rsm(reply), refused=refused)
+
+    async def item_ids(
+        self,
+        service: str,
+        node: str,
+        *,
+        after: str | None = None,
+        max: int | None = None,
+        timeout: float | None = None,
+        on_result: OnResult | None = None,
+    ) -> ItemIdsPage:
+        """The node's item ids without payloads (disco#items on the node, XEP-0060 §5.5),
+        paged with RSM when ``after``/``max`` are given and the service pages."""
+        request = items_query(node, after=after, max=max)
+        reply = await self._send(
+            "list item ids", service, node, "get", request, timeout=timeout, on_result=on_result
+        )
+        return reply_item_ids(reply)
+
+    async def identities(self, jid: str, *, timeout: float | None = None) -> list[Identity]:
+        """The disco#info identities of ``jid`` (a server, a pubsub service, an account)."""
+        reply = await self._send("discover", jid, None, "get", info_query(), timeout=timeout)
+        return reply_identities(reply)
 
     async def ping(self, *, timeout: float | None = None) -> None:
         """XEP-0199 ping of the account's server: proves the session is alive."""

@@ -47,6 +47,10 @@ class SyncScheduler:
         """Whether a sync is queued or running (retries waiting for their time do not count)."""
         return bool(self._queue or self._running)
 
+    def syncing(self, ref: NodeRef) -> bool:
+        """Whether a sync of ``ref`` is queued or running."""
+        return ref in self._queue or ref in self._running
+
     def request(self, ref: NodeRef, reason: str) -> None:
         """Sync ``ref`` as soon as a worker is free (now, even if a retry was waiting)."""
         self._retry_at.pop(ref, None)

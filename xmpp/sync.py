@@ -2,9 +2,11 @@
 
 ::
 
-    SyncStarted(sync_id)                 before the first request
+    SyncStarted(sync_id, order)          before the first request; how the service orders items
+    NodeConfigured(source="fetch")       the node's configuration, when the account may read it
     SubscriptionChanged(source="fetch")  the state the service granted (pubsub services only)
-    SyncPageFetched(sync_id, page=k)     one per reply, in its place among the notifications
+    SyncPageFetched(sync_id, page=k,     one per reply, in its place among the notifications;
+                    offset)              offset: how many items the earlier pages listed
     SyncCompleted(complete, reason)      complete only if the pager fetched every item
     | SyncFailed(error, condition)       (+ NodeDeleted when the service says the node is gone)
 
@@ -12,6 +14,11 @@ The projector turns a complete sync into COMPLETED and removes the items it did 
 published after the SyncStarted); a partial one into PARTIAL with the pager's reason (invariant
 6). PEP nodes (a service that is an account's bare JID) are not subscribed to: their
 notifications come from the ``+notify`` interests announced with the presence.
+
+The configuration (``max_items``, ``notify_retract``) is read with the owner's request: a
+node's owner (an account's own PEP nodes, nodes it created) may read it, and then the
+projector evicts beyond ``max_items`` by itself; anyone else is refused, cheaply, and the node
+is kept right by reconciliation (:mod:`.reconcile`).
 """
 
 from __future__ import annotations
@@ -27,7 +34,9 @@ import msgspec
 
 from pubsub_cache.events.types import (
     Item,
+    NodeConfigured,
     NodeDeleted,
+    ServiceOrder,
     SubscriptionChanged,
     SyncCompleted,
     SyncFailed,
@@ -85,17 +94,23 @@ async def sync_node(
     page_size: int = 100,
     limit: int | None = None,
     clock: Clock = utc_now,
+    order: ServiceOrder | None = None,
 ) -> SyncResult:
     """Synchronise ``service``/``node`` for the client's account, logging through ``writer``.
 
     XMPP errors end the sync as a logged :class:`SyncFailed` and a result in state ERROR (or
     DELETED for a node the service no longer has); they are not raised. Cancellation logs a
-    SyncFailed too, so that the node is not left IN_PROGRESS, and propagates.
+    SyncFailed too, so that the node is not left IN_PROGRESS, and propagates. ``order`` is how
+    the service orders the items it lists, when known (see :mod:`.disco`).
     """
     run = _Sync(client.jid, service, node, uuid.uuid4().hex, clock)
-    writer.submit([run.started()])
+    writer.submit([run.started(order)])
     slots: deque[Slot] = deque()
+    listed = 0
     try:
+        configuration = await _owner_configuration(client, service, node)
+        if configuration is not None:
+            writer.submit([run.configured(configuration)])
         if not is_pep(service):
             subscription = await client.subscribe(service, node)
             writer.submit([run.subscription(subscription)])
@@ -108,7 +123,8 @@ async def sync_node(
             on_reply=lambda: slots.append(writer.reserve()),
         )
         async for page in fetch:
-            writer.fill(slots.popleft(), [run.page(page.items, page.index)])
+            writer.fill(slots.popleft(), [run.page(page.items, page.index, listed)])
+            listed += len(page.items)
         outcome = fetch.outcome
     except XmppError as exc:
         condition = exc.condition if isinstance(exc, XmppRequestError) else None
@@ -136,13 +152,24 @@ class _Sync(NamedTuple):
     sync_id: str
     clock: Clock
 
-    def started(self) -> SyncStarted:
+    def started(self, order: ServiceOrder | None) -> SyncStarted:
         return SyncStarted(
             account=self.account,
             service=self.service,
             node=self.node,
             observed_at=self.clock(),
             sync_id=self.sync_id,
+            order=order,
+        )
+
+    def configured(self, form: dict[str, list[str]]) -> NodeConfigured:
+        return NodeConfigured(
+            account=self.account,
+            service=self.service,
+            node=self.node,
+            observed_at=self.clock(),
+            source="fetch",
+            form=form,
         )
 
     def subscription(self, state: SubscriptionState) -> SubscriptionChanged:
@@ -156,7 +183,7 @@ class _Sync(NamedTuple):
             subscription=state,
         )
 
-    def page(self, items: list[Item], index: int) -> SyncPageFetched:
+    def page(self, items: list[Item], index: int, offset: int) -> SyncPageFetched:
         return SyncPageFetched(
             account=self.account,
             service=self.service,
@@ -165,6 +192,7 @@ class _Sync(NamedTuple):
             sync_id=self.sync_id,
             items=items,
             page=index,
+            offset=offset,
         )
 
     def completed(self, complete: bool, item_count: int, reason: str | None) -> SyncCompleted:
@@ -208,3 +236,27 @@ class _Sync(NamedTuple):
             item_count=item_count,
             reason=reason,
         )
+
+
+async def _owner_configuration(
+    client: PubsubClient, service: str, node: str
+) -> dict[str, list[str]] | None:
+    """The node's configuration form when the account may read it (its owner), else ``None``.
+
+    Only the fields the projector uses are kept: a form may carry the whole access list.
+    """
+    if is_pep(service) and service != client.jid:
+        return None  # another account's PEP node: only its owner may ask
+    try:
+        form = await client.get_node_config(service, node)
+    except XmppRequestError as exc:
+        log.debug("configuration of node %r of %s not readable: %s", node, service, exc)
+        return None
+    kept = {name: values for name, values in form.items() if name in CONFIGURATION_KEPT}
+    return kept or None
+
+
+#: Configuration fields the cache records (the projector reads the first two).
+CONFIGURATION_KEPT = frozenset(
+    {"pubsub#max_items", "pubsub#notify_retract", "pubsub#title", "pubsub#type"}
+)

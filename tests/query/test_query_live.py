@@ -82,17 +82,18 @@ async def test_live_answers_in_publication_order_are_parsed_like_the_projector_p
     assert page.items[0].published.isoformat() == "2026-01-01T00:00:00+00:00"
 
 
-async def test_an_id_the_server_lists_twice_keeps_its_first_place_and_last_payload(
+async def test_an_id_the_server_lists_twice_takes_its_last_place_and_payload(
     engine: Engine,
 ) -> None:
-    # Prosody 0.12 answers with both publications of a re-published id.
+    # Prosody 0.12 answers with both publications of a re-published id: the stale one where it
+    # was, the last one at the end (it lists by last publication), as the projector reads it.
     twice = [*served("a", "b"), Item(id="a", payload="<p xmlns='urn:test'>a, again</p>")]
 
     async with Query.open(engine, client=FakeService(items=twice)) as query:
         page = await query.get_items(ACCOUNT, SERVICE, NODE)
 
-    assert ids(page.items) == ["a", "b"]
-    assert page.items[0].payload == "<p xmlns='urn:test'>a, again</p>"
+    assert ids(page.items) == ["b", "a"]
+    assert page.items[1].payload == "<p xmlns='urn:test'>a, again</p>"
     assert page.rsm.count == 2
 
 

@@ -16,6 +16,7 @@ from slixmpp.xmlstream.matcher import MatcherId
 from pubsub_cache.events.log import EventLog
 from pubsub_cache.events.types import (
     Event,
+    NodeConfigured,
     NodeDeleted,
     SubscriptionChanged,
     SyncCompleted,
@@ -24,6 +25,7 @@ from pubsub_cache.events.types import (
     SyncStarted,
 )
 from pubsub_cache.ops.prosody import LocalProsody
+from pubsub_cache.xmpp import sync
 from pubsub_cache.xmpp.client import PubsubClient
 from pubsub_cache.xmpp.sync import sync_node
 from pubsub_cache.xmpp.translate import events_from_message
@@ -134,11 +136,17 @@ async def test_a_pep_node_is_fetched_without_subscribing(
     await writer.flush()
 
     assert result.state == "COMPLETED"
-    assert [type(e).__name__ for e in logged(event_log)] == [
+    events = logged(event_log)
+    assert [type(e).__name__ for e in events] == [
         "SyncStarted",
+        "NodeConfigured",  # its own PEP node: the account may read the configuration
         "SyncPageFetched",
         "SyncCompleted",
     ]
+    configured = events[1]
+    assert isinstance(configured, NodeConfigured)
+    assert configured.form is not None
+    assert configured.form["pubsub#max_items"] == ["1"]  # Prosody's PEP default
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -172,6 +180,10 @@ async def test_a_page_keeps_its_place_before_a_notification_processed_right_afte
             iq_id = handler.name.removeprefix("IqCallback_")
             register(Callback("retract after reply", MatcherId(iq_id), notify, once=True))
 
+    async def no_configuration(*_: object) -> None:
+        return None  # one request only: the page's (its reply is the one followed)
+
+    monkeypatch.setattr(sync, "_owner_configuration", no_configuration)
     monkeypatch.setattr(reader.xmpp, "register_handler", register_then_follow)
     result = await sync_node(reader, writer, reader.jid, node)
     monkeypatch.undo()
