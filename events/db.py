@@ -22,6 +22,9 @@ from pubsub_cache.errors import PubsubCacheError
 #: Execution option asking for a transaction that takes the write lock when it begins.
 WRITE = "pubsub_cache_write"
 
+#: Seconds to open a PostgreSQL connection (unless the URL sets ``connect_timeout``).
+CONNECT_TIMEOUT = 10
+
 
 class DatabaseUnavailable(PubsubCacheError):
     """Raised when the database cannot be opened or reached."""
@@ -57,6 +60,13 @@ def create_engine(url: str | URL, **kwargs: Any) -> Engine:
         sa.event.listen(engine, "begin", _sqlite_on_begin)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    if "connect_timeout" not in parsed.query:
+        # libpq waits for ever by default: a database behind a silent network would hold a
+        # worker thread (and a daemon's shutdown, which waits for its threads) for minutes.
+        kwargs["connect_args"] = {
+            "connect_timeout": CONNECT_TIMEOUT,
+            **kwargs.get("connect_args", {}),
+        }
     return sa.create_engine(parsed, **kwargs)
 
 

@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 from pubsub_cache.errors import PubsubCacheError
 
 from .codec import decode, encode_valid
-from .db import is_sqlite, write_transaction
+from .db import DatabaseUnavailable, is_sqlite, safe_url, write_transaction
 from .schema import event_table
 from .types import AnyEvent, Event, event_scope, event_tag
 
@@ -38,6 +38,9 @@ SQLITE_POLL_SECONDS = 0.02
 
 #: The longest a PostgreSQL waiter listens before it looks at the table (and at its stop flag).
 PG_WAIT_SLICE_SECONDS = 0.25
+
+#: Seconds to open the LISTEN connection before the database counts as unreachable.
+LISTEN_CONNECT_TIMEOUT = 5
 
 
 class AppendTimeout(PubsubCacheError):
@@ -179,6 +182,9 @@ class EventLog:
         once; other processes' are seen through PostgreSQL NOTIFY (a hint: the table is re-read)
         or, on SQLite, by a cheap check every few milliseconds. Setting ``stop`` ends the wait
         within a fraction of a second (a thread waiting here can thus be shut down cleanly).
+
+        A database that cannot be read raises (an error of :data:`.outage.UNAVAILABLE`); the
+        caller decides how long to wait before it asks again.
         """
         deadline = time.monotonic() + timeout
         while stop is None or not stop.is_set():
@@ -209,24 +215,49 @@ class EventLog:
     def _wait_notify(self, seconds: float) -> None:
         import psycopg
 
+        if self._closed:
+            # A waiter left running after close() (an abandoned thread) must not reopen.
+            time.sleep(seconds)
+            return
+        if self._listener is None:
+            self._listen()
+            return  # listening now: the caller re-checks the head before waiting
         with self._listener_lock:
-            if self._closed:
-                # A waiter left running after close() (an abandoned thread) must not reopen.
-                time.sleep(seconds)
+            if self._listener is None:  # closed meanwhile
                 return
-            if self._listener is None:
-                url = self._engine.url.set(drivername="postgresql")
-                self._listener = psycopg.connect(
-                    url.render_as_string(hide_password=False), autocommit=True
-                )
-                self._listener.execute(f"LISTEN {CHANNEL}")
-                return  # listening now: the caller re-checks the head before waiting
             try:
                 for _notify in self._listener.notifies(timeout=seconds, stop_after=1):
                     pass
-            except psycopg.OperationalError:
+            except psycopg.Error:
+                # The connection was lost (an outage): the caller's next look at the head says
+                # whether the database is back; the next wait opens a new listener.
                 self._listener.close()
                 self._listener = None
+
+    def _listen(self) -> None:
+        import psycopg
+
+        url = self._engine.url.set(drivername="postgresql")
+        # Connected outside the lock, so that close() (called from an event loop) never waits
+        # for a connection attempt; bounded, so that a silent network cannot hold the thread.
+        try:
+            listener = psycopg.connect(
+                url.render_as_string(hide_password=False),
+                autocommit=True,
+                connect_timeout=LISTEN_CONNECT_TIMEOUT,
+            )
+        except psycopg.Error as exc:
+            raise DatabaseUnavailable(safe_url(self._engine.url), _reason(exc)) from exc
+        try:
+            listener.execute(f"LISTEN {CHANNEL}")
+        except psycopg.Error as exc:
+            listener.close()
+            raise DatabaseUnavailable(safe_url(self._engine.url), _reason(exc)) from exc
+        with self._listener_lock:
+            if self._closed or self._listener is not None:
+                listener.close()
+            else:
+                self._listener = listener
 
 
 def read_raw_in(connection: Connection, *, after: int, limit: int) -> list[RawRecord]:
@@ -248,6 +279,12 @@ def head_in(connection: Connection) -> int:
 
 _COLUMNS = ("account", "service", "node", "type", "recorded_at", "body")
 _SQLITE_INSERT = f"INSERT INTO event ({', '.join(_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)"
+
+
+def _reason(exc: Exception) -> str:
+    """The driver's first line: psycopg's messages go on with hints."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _rows(events: Sequence[Event], bodies: Sequence[bytes]) -> list[tuple[Any, ...]]:

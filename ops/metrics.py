@@ -6,13 +6,18 @@ are right whichever process (ingest, projector) serves them.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 
 import anyio
 from anyio.abc import SocketStream, TaskStatus
 from sqlalchemy.engine import Engine
 
+from pubsub_cache.events.outage import UNAVAILABLE, Outage
 from pubsub_cache.projector.status import Status, read_status
+
+log = logging.getLogger(__name__)
 
 
 def render(status: Status) -> str:
@@ -63,25 +68,48 @@ async def serve_metrics(
     host: str = "127.0.0.1",
     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Answer every HTTP request on ``host:port`` with the metrics; runs until cancelled."""
+    """Answer every HTTP request on ``host:port`` with the metrics; runs until cancelled.
+
+    While the database is away, scrapes get ``503 Service Unavailable`` (one warning per
+    outage): a request must never take the daemon down with it.
+    """
     listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
+    outage = Outage("metrics", log, delay=lambda _attempt: 0.0)
 
     async def handle(stream: SocketStream) -> None:
+        # The listener's task group runs this: an exception escaping would stop the daemon.
         async with stream:
-            with anyio.move_on_after(5):
+            with anyio.move_on_after(5), contextlib.suppress(*_GONE):
                 await stream.receive(4096)  # the request itself does not matter
-                body = await anyio.to_thread.run_sync(_scrape, engine)
-                head = (
-                    "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
-                    f"Content-Length: {len(body)}\r\n\r\n"
-                )
-                await stream.send(head.encode() + body)
+                try:
+                    body = await anyio.to_thread.run_sync(_scrape, engine)
+                except UNAVAILABLE as exc:
+                    outage.failed(exc)
+                    await stream.send(_response("503 Service Unavailable", _DOWN))
+                    return
+                outage.ended()
+                await stream.send(_response("200 OK", body))
 
     async with listener:
         task_status.started(listener.extra(anyio.abc.SocketAttribute.local_port))
         await listener.serve(handle)
 
 
+def _response(status: str, body: bytes) -> bytes:
+    head = (
+        f"HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
 def _scrape(engine: Engine) -> bytes:
     with engine.connect() as connection:
         return render(read_status(connection, now=time.time())).encode()
+
+
+#: The body of a scrape while the database is away.
+_DOWN = b"# the database is unavailable\n"
+
+#: A client that went away before its answer: nothing to do.
+_GONE = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)

@@ -22,7 +22,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import anyio
-import sqlalchemy as sa
 from anyio.abc import TaskStatus
 from sqlalchemy.engine import Connection, Engine
 
@@ -30,6 +29,7 @@ from pubsub_cache.errors import PubsubCacheError
 from pubsub_cache.events import AnyEvent, UndecodableEvent, decode, event_scope
 from pubsub_cache.events.db import write_transaction
 from pubsub_cache.events.log import EventLog, RawRecord, read_raw_in
+from pubsub_cache.events.outage import UNAVAILABLE, Outage, exponential, first_line
 from pubsub_cache.projector import checkpoint, parking
 from pubsub_cache.projector.analysers import AnalyserRegistry
 from pubsub_cache.projector.apply import BatchApplier
@@ -37,8 +37,9 @@ from pubsub_cache.projector.schema import LIVE, ReadModel
 
 log = logging.getLogger(__name__)
 
-#: Failures that say nothing about the events: the batch is retried, never parked.
-TRANSIENT = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
+#: Failures that say nothing about the events (the database is away or busy): the batch is
+#: retried, never parked.
+TRANSIENT = UNAVAILABLE
 
 
 @dataclass(frozen=True)
@@ -140,44 +141,46 @@ class Projector:
     ) -> None:
         """Follow the log until cancelled; ``task_status.started()`` once first caught up.
 
+        A database outage, however long, is waited out with backoff (one warning when it
+        begins, one line when it ends), whether it strikes a batch or the wait for new events.
         A batch in progress when cancelled is finished and committed (the worker thread is
         waited for); the lease is released on the way out.
         """
         started = False
         wait = min(idle_timeout, self._lease_seconds / 3)
-        failures = 0
+        outage = Outage(f"projector {self.name}", log, delay=exponential(0.5, 30.0))
         try:
             while True:
                 try:
                     result = await anyio.to_thread.run_sync(self.run_once)
+                    if result.read:
+                        outage.ended()
+                        continue
+                    if not started:
+                        task_status.started()
+                        started = True
+                        log.info(
+                            "projector %s caught up at position %d", self.name, result.position
+                        )
+                    if result.leader:
+                        # Reads the head: an outage that begins while we are idle shows here.
+                        await anyio.to_thread.run_sync(
+                            functools.partial(self._wait, after=result.position, timeout=wait),
+                            abandon_on_cancel=True,
+                        )
+                    else:
+                        await anyio.sleep(wait)
+                    outage.ended()
                 except TRANSIENT as exc:
-                    # The database went away or is locked: nothing was applied; try again later.
-                    failures += 1
-                    delay = min(30.0, 0.5 * 2**failures)
-                    log.warning("projector %s: database unavailable (%s); retrying in %.1f s",
-                                self.name, str(exc).splitlines()[0], delay)  # fmt: skip
-                    await anyio.sleep(delay)
-                    continue
-                failures = 0
-                if result.read:
-                    continue
-                if not started:
-                    task_status.started()
-                    started = True
-                    log.info("projector %s caught up at position %d", self.name, result.position)
-                if result.leader:
-                    await anyio.to_thread.run_sync(
-                        functools.partial(self._wait, after=result.position, timeout=wait),
-                        abandon_on_cancel=True,
-                    )
-                else:
-                    await anyio.sleep(wait)
+                    # Nothing was applied (a batch commits whole or not at all): try again later.
+                    await anyio.sleep(outage.failed(exc))
         finally:
             with anyio.CancelScope(shield=True):
                 try:
                     await anyio.to_thread.run_sync(self.release)
-                except TRANSIENT:
-                    log.warning("projector %s: could not release its lease", self.name)
+                except TRANSIENT as exc:
+                    log.warning("projector %s: could not release its lease: %s",
+                                self.name, first_line(exc))  # fmt: skip
 
     def _wait(self, *, after: int, timeout: float) -> None:
         # Runs in a worker thread that cancellation abandons: release() stops and joins it,
@@ -193,10 +196,12 @@ class Projector:
         self._stop.set()
         self._idle.wait(timeout=5)
         self._stop.clear()
-        with write_transaction(self._engine) as connection:
-            checkpoint.release(connection, self.name, self.owner)
-        if self._owns_log:
-            self._log.close()
+        try:
+            with write_transaction(self._engine) as connection:
+                checkpoint.release(connection, self.name, self.owner)
+        finally:
+            if self._owns_log:
+                self._log.close()
 
     def _batch(self, *, one_by_one: bool) -> BatchResult:
         now = time.time()

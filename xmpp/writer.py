@@ -12,13 +12,16 @@ A reply whose events are not known yet (a sync page, a fetched payload) keeps it
 it, a retraction notified just after a page was served would be logged before that page, and
 the item would come back.
 
-A failed append (database down, lock timeout) is retried with backoff, forever while running.
-On shutdown, what is queued is appended for up to ``shutdown_timeout`` seconds; what still
-cannot be is logged as lost, with its count.
+A failed append (database down, lock timeout) is retried with backoff, forever while running,
+with one warning per outage (:mod:`pubsub_cache.events.outage`); what arrives meanwhile waits in
+the queue, in order. On shutdown, what is queued is appended for up to ``shutdown_timeout``
+seconds, but a failed append is not retried (a stop must not wait for the database to come
+back); what could not be appended is logged as lost, with its count.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Sequence
@@ -30,6 +33,7 @@ import sqlalchemy as sa
 
 from pubsub_cache.events.db import DatabaseUnavailable
 from pubsub_cache.events.log import AppendTimeout, EventLog
+from pubsub_cache.events.outage import Outage
 from pubsub_cache.events.types import Event
 
 from .backoff import Backoff
@@ -65,6 +69,9 @@ class EventWriter:
         self._max_batch = max_batch
         self._retry = retry or Backoff(initial=0.1, cap=5.0)
         self._shutdown_timeout = shutdown_timeout
+        # (the ``log`` parameter hides the module logger here)
+        self._outage = Outage("event writer", logging.getLogger(__name__), delay=self._retry.delay)
+        self._closing = False
         self._queue: deque[Slot] = deque()
         self._lock = anyio.Lock()
         self._wake = anyio.Event()
@@ -128,8 +135,10 @@ class EventWriter:
                 await progress.wait()
 
     async def close(self) -> None:
-        """Flush for up to ``shutdown_timeout`` seconds; log what could not be appended."""
-        with anyio.move_on_after(self._shutdown_timeout):
+        """Flush for up to ``shutdown_timeout`` seconds, or until an append fails (the database
+        is away: no retry at shutdown); log what could not be appended."""
+        self._closing = True
+        with anyio.move_on_after(self._shutdown_timeout), contextlib.suppress(_GaveUp):
             await self.flush()
         if self.pending:
             lost = sum(len(slot.events or ()) for slot in self._queue)
@@ -176,21 +185,24 @@ class EventWriter:
             self._signal()
 
     async def _append(self, batch: list[Event]) -> list[int]:
-        attempt = 0
         while True:
             try:
                 # Shielded: an append that committed must be seen to commit, or it would be
                 # appended a second time by the flush that follows a cancellation.
                 with anyio.CancelScope(shield=True):
-                    return await anyio.to_thread.run_sync(self._log.append, batch)
+                    positions = await anyio.to_thread.run_sync(self._log.append, batch)
             except RETRYABLE as exc:
-                attempt += 1
-                delay = self._retry.delay(attempt)
-                log.warning(
-                    "appending %d events failed (attempt %d), retrying in %.1f s: %s",
-                    len(batch),
-                    attempt,
-                    delay,
-                    exc,
-                )
+                delay = self._outage.failed(exc)
+                if self._closing:
+                    # Stopping: waiting for the database would hold up the stop for as long as
+                    # the outage lasts. close() says what is lost (nodes re-read at next start).
+                    raise _GaveUp from exc
+                log.debug("appending %d events failed, retrying in %.1f s", len(batch), delay)
                 await anyio.sleep(delay)
+                continue
+            self._outage.ended()
+            return positions
+
+
+class _GaveUp(Exception):
+    """Raised inside :meth:`EventWriter.close` when an append fails: no retry at shutdown."""
