@@ -28,6 +28,7 @@ import anyio.abc
 import anyio.to_thread
 
 from pubsub_cache.events.log import EventLog
+from pubsub_cache.events.outage import Outage
 from pubsub_cache.events.types import (
     ItemsPublished,
     NodeConfigured,
@@ -269,6 +270,7 @@ class Ingest:
         for ref in sorted(self._wanted):
             self.scheduler.request(ref, "catch-up after connecting")
         caught_up = False
+        outage = Outage("sync requests", log, delay=lambda _attempt: self.options.request_poll)
         while True:
             try:
                 if not caught_up:
@@ -276,7 +278,9 @@ class Ingest:
                     caught_up = True
                 await self._poll_requests()
             except RETRYABLE as exc:
-                log.warning("cannot read the read model, trying again: %s", exc)
+                outage.failed(exc)
+            else:
+                outage.ended()
             await anyio.sleep(self.options.request_poll)
 
     async def _catch_up(self) -> None:

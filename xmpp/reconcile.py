@@ -32,13 +32,14 @@ import anyio
 import anyio.to_thread
 
 from pubsub_cache.events.limits import MAX_TEXT
+from pubsub_cache.events.outage import UNAVAILABLE, Outage, exponential
 from pubsub_cache.events.types import ItemsListed
 
 from .directory import NodeDirectory, NodeRef
 from .errors import XmppError, XmppRequestError
 from .pubsub import PubsubClient
 from .sync import Clock
-from .writer import RETRYABLE, EventWriter, Slot
+from .writer import EventWriter, Slot
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,9 @@ class Reconciler:
     _fallback_at: dict[NodeRef, float] = field(default_factory=dict)
     _wake: anyio.Event = field(default_factory=anyio.Event)
     _running: int = 0
+    _outage: Outage = field(
+        default_factory=lambda: Outage("reconciliation", log, delay=exponential(0.5, 30.0))
+    )
 
     def after_publish(self, ref: NodeRef) -> None:
         """A publication was notified on a synced node."""
@@ -148,14 +152,16 @@ class Reconciler:
     async def check(self, client: PubsubClient, ref: NodeRef, why: str = "request") -> bool:
         """Compare the node's ids at the service with the read model; log the listing when
         they differ. Returns whether a listing was logged."""
-        if why == "publish":
-            limits = await anyio.to_thread.run_sync(self.directory.node_limits, self.account, ref)
-            if limits is not None and limits.max_items is not None:
-                return False  # the projector evicts by the configured limit itself
         slots: list[Slot] = []
         event: ItemsListed | None = None
-        self.stats.checks += 1
         try:
+            if why == "publish":
+                limits = await anyio.to_thread.run_sync(
+                    self.directory.node_limits, self.account, ref
+                )
+                if limits is not None and limits.max_items is not None:
+                    return False  # the projector evicts by the configured limit itself
+            self.stats.checks += 1
             ids, complete = await self._list(client, ref, slots)
             cached = await anyio.to_thread.run_sync(
                 self.directory.cached_item_ids, self.account, ref
@@ -187,9 +193,15 @@ class Reconciler:
                 log.warning(
                     "reconciliation of node %r of %s failed: %s", ref.node, ref.service, exc
                 )
-        except (XmppError, *RETRYABLE) as exc:
+        except UNAVAILABLE as exc:
+            # The read model is away: check again once it is back (the listing is dropped).
+            self.stats.failures += 1
+            self._schedule(ref, self._outage.failed(exc), why)
+        except XmppError as exc:
             self.stats.failures += 1
             log.warning("reconciliation of node %r of %s failed: %s", ref.node, ref.service, exc)
+        else:
+            self._outage.ended()
         finally:
             for slot in slots[:-1]:
                 self.writer.fill(slot, [])
