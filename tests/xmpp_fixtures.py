@@ -173,7 +173,7 @@ def new_account(prosody: LocalProsody) -> NewAccount:
     return lambda prefix: account_on(prosody, f"{prefix}-{uuid.uuid4().hex[:8]}")
 
 
-def account_on(server: LocalProsody, user: str) -> XmppAccount:
+def account_on(server: LocalXmppServer, user: str) -> XmppAccount:
     """Register ``user`` on ``server``; its :class:`XmppAccount` over plaintext loopback."""
     server.register(user, password_of(user))
     return XmppAccount(
@@ -252,3 +252,18 @@ def cached_node(engine: Engine, account: str, service: str, node: str) -> dict[s
     with engine.connect() as connection:
         row = connection.execute(query).first()
     return dict(row._mapping) if row is not None else None
+
+
+async def befriend(one: PubsubClient, other: PubsubClient) -> None:
+    """Mutual presence subscription (PEP notifications go to contacts); slixmpp accepts and
+    subscribes back by itself (auto_authorize, auto_subscribe). Prosody hands subscription
+    requests only to sessions that asked for their roster."""
+    for client in (one, other):
+        await client.xmpp.get_roster()
+    one.xmpp.send_presence_subscription(pto=other.jid)
+    with anyio.fail_after(5):
+        while not (
+            one.xmpp.client_roster[other.jid]["subscription"] == "both"
+            and other.xmpp.client_roster[one.jid]["subscription"] == "both"
+        ):
+            await anyio.sleep(0.02)

@@ -109,6 +109,10 @@ class Reconciler:
         """The node's configuration changed."""
         self._schedule(ref, self.options.after_publish, "configuration")
 
+    def request(self, ref: NodeRef) -> None:
+        """Check ``ref`` now (an operator's or a test's request)."""
+        self._schedule(ref, 0.0, "request")
+
     def periodic(self, refs: list[NodeRef]) -> None:
         """Check each of ``refs``, spread over the interval (see :meth:`run`)."""
         if not refs:

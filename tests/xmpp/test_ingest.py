@@ -29,6 +29,7 @@ from pubsub_cache.xmpp.ingest import Ingest
 from xmpp_fixtures import (
     FAST,
     NewAccount,
+    befriend,
     cached_items,
     cached_node,
     eventually,
@@ -141,21 +142,6 @@ async def test_a_contacts_pep_microblog_is_cached_and_synced(
     node = cached_node(engine, alice.jid, bob.jid, MICROBLOG)
     assert node is not None
     assert (node["analyser"], node["type"], node["to_sync"]) == ("xep-0277", "blog", True)
-
-
-async def befriend(one: PubsubClient, other: PubsubClient) -> None:
-    """Mutual presence subscription (PEP notifications go to contacts); slixmpp accepts and
-    subscribes back by itself (auto_authorize, auto_subscribe). Prosody hands subscription
-    requests only to sessions that asked for their roster."""
-    for client in (one, other):
-        await client.xmpp.get_roster()
-    one.xmpp.send_presence_subscription(pto=other.jid)
-    with anyio.fail_after(5):
-        while not (
-            one.xmpp.client_roster[other.jid]["subscription"] == "both"
-            and other.xmpp.client_roster[one.jid]["subscription"] == "both"
-        ):
-            await anyio.sleep(0.02)
 
 
 async def test_a_forged_notification_changes_nothing_and_is_counted(
