@@ -115,9 +115,13 @@ async def assert_answers_equal(
     for n in sorted({0, 1, 2, max(1, len(live) // 2), len(live) + 1}):
         if n == 0:
             continue  # max_items=0 is refused by ejabberd and ignored by Prosody: no answer
-        expected = await live_listing(client, node, max_items=n)
+        # Ids from the server's max_items answer, payloads from its whole listing: after a
+        # re-publication Prosody's memory store may answer max_items with the stale payload
+        # (a quirk, README: the cache keeps the current one).
+        payloads = dict(live)
+        newest = [item_id for item_id, _ in await live_listing(client, node, max_items=n)]
         got = await cached(node, max_items=n)
-        assert listing_of(got) == expected, f"max_items={n}"
+        assert listing_of(got) == [(i, payloads[i]) for i in newest], f"max_items={n}"
     for wanted in _id_sets(rng, ids):
         got = await cached(node, item_ids=wanted)
         # Node order (ejabberd's, and Prosody's when asked in node order: README).
