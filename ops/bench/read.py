@@ -49,7 +49,7 @@ PAGE = 1000
 _RAW = (
     "SELECT item_id, publisher, payload, parsed, published_at, updated_at FROM pubsub_item "
     "WHERE node_id = (SELECT id FROM pubsub_node WHERE account = {p} AND service = {p} "
-    "AND node = {p}) ORDER BY created_position DESC, id DESC LIMIT 20"
+    "AND node = {p}) ORDER BY service_rank DESC, id DESC LIMIT 20"
 )
 
 
