@@ -1,8 +1,7 @@
 """The ``pubsub-cache`` command line: one group, sub-commands registered from their modules.
 
-Errors the user can act on (a bad setting, an unreachable database, a schema newer than the
-code) print one line naming the problem and exit with status 2; other detected conditions exit
-with status 1. Tracebacks are reserved for bugs.
+Every way a command can end maps to one exit status (see :mod:`.cli_errors`): errors the user
+can act on print one line (one JSON object under ``--json``); tracebacks are reserved for bugs.
 """
 
 from __future__ import annotations
@@ -12,12 +11,8 @@ from pathlib import Path
 
 import click
 
-from pubsub_cache.errors import PubsubCacheError
-
+from .cli_errors import EXIT_OK, classify
 from .context import AppContext
-
-#: Exit status for problems of configuration or environment the user must fix.
-EXIT_CONFIG = 2
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -31,9 +26,17 @@ EXIT_CONFIG = 2
 @click.version_option(package_name="pubsub-cache")
 @click.pass_context
 def cli(ctx: click.Context, config_file: Path | None) -> None:
-    """An event-sourced cache of XMPP pubsub nodes and items."""
-    app = AppContext(config_file=config_file)
-    ctx.obj = app
+    """An event-sourced cache of XMPP pubsub nodes and items.
+
+    Exit statuses: 0 done; 1 runtime failure; 2 bad usage, configuration or credentials;
+    3 done, but the answer is no (verify differs, a sync ended ERROR or PARTIAL, an export
+    left events out).
+    """
+    from .logs import quiet_libraries
+
+    quiet_libraries()
+    app = ctx.ensure_object(AppContext)
+    app.config_file = config_file
     ctx.call_on_close(app.close)
 
 
@@ -52,36 +55,23 @@ def _register() -> None:
     cli_daemon.register(cli)
 
 
-def _exit_code(error: PubsubCacheError) -> int:
-    from pubsub_cache.events.db import DatabaseUnavailable
-    from pubsub_cache.migrations.api import DatabaseNewerThanCode
-
-    from .settings import ConfigError
-
-    if isinstance(error, ConfigError | DatabaseUnavailable | DatabaseNewerThanCode):
-        return EXIT_CONFIG
-    return 1
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script."""
+    """Entry point of the console script: runs one command, returns its exit status."""
     _register()
+    app = AppContext()
     try:
         # Without standalone mode, click returns the status of a click.exceptions.Exit raised
         # by a command (e.g. 3: done, but the answer is no) instead of exiting with it.
-        status = cli.main(args=argv, prog_name="pubsub-cache", standalone_mode=False)
-    except PubsubCacheError as error:
-        click.echo(f"pubsub-cache: {error}", err=True)
-        return _exit_code(error)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        return 130
-    except click.ClickException as error:
-        error.show()
-        return error.exit_code
+        status = cli.main(args=argv, prog_name="pubsub-cache", standalone_mode=False, obj=app)
     except click.exceptions.Exit as done:
         return done.exit_code
-    return status if isinstance(status, int) else 0
+    except (Exception, KeyboardInterrupt) as error:
+        failure = classify(error)
+        if failure is None:
+            raise
+        failure.show(as_json=app.json_output)
+        return failure.status
+    return status if isinstance(status, int) else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import signal
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -22,14 +23,18 @@ from sqlalchemy.engine import Engine
 
 from pubsub_cache.errors import PubsubCacheError
 from pubsub_cache.events.log import EventLog
-from pubsub_cache.events.types import SyncRequested
+from pubsub_cache.events.types import Event, SyncRequested
 
+from .cli_errors import EXIT_NO
+from .cli_options import emit, json_option
 from .context import AppContext
+from .progress import Reporter
 from .settings import PREFIX, ConfigError, Settings
 
 if TYPE_CHECKING:  # imported where used: ``pubsub-cache --help`` need not load slixmpp
     from pubsub_cache.xmpp.ingest import Ingest, IngestOptions, XmppAccount
     from pubsub_cache.xmpp.sync import SyncResult
+    from pubsub_cache.xmpp.writer import EventWriter
 
 log = logging.getLogger(__name__)
 
@@ -155,20 +160,16 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
 @click.argument("service")
 @click.argument("node")
 @click.option("--now", is_flag=True, help="Connect and sync here instead of asking the daemon.")
+@json_option
 @click.pass_obj
-def sync(app: AppContext, service: str, node: str, now: bool) -> None:
-    """Synchronise NODE of SERVICE: record the request, which the daemon carries out."""
+def sync(app: AppContext, service: str, node: str, now: bool, as_json: bool) -> None:
+    """Synchronise NODE of SERVICE: record the request, which the daemon carries out.
+
+    With --now, exits with status 3 unless the node ends COMPLETED (ERROR, PARTIAL, or gone).
+    """
     settings = app.settings
     if now:
-        account = xmpp_account(settings)
-        try:
-            result = anyio.run(_sync_now, app.event_log(), account, service, node)
-        except BaseExceptionGroup as group:
-            raise _first_error(group) from None
-        reason = f" ({result.reason})" if result.reason else ""
-        click.echo(f"node {node!r} of {service}: {result.state}, {result.item_count} items{reason}")
-        if result.state == "ERROR":
-            raise click.exceptions.Exit(1)
+        _sync_here(app, service, node, as_json=as_json)
         return
     if not settings.jid:
         raise ConfigError(f"{PREFIX}JID", "no XMPP account configured: set it to the bare JID")
@@ -180,15 +181,48 @@ def sync(app: AppContext, service: str, node: str, now: bool) -> None:
         reason="pubsub-cache sync",
     )
     [position] = app.event_log().append([request])
+    if as_json:
+        emit({"requested": True, "service": service, "node": node, "position": position})
+        return
     click.echo(f"sync of node {node!r} of {service} requested (log position {position})")
 
 
-async def _sync_now(log: EventLog, account: XmppAccount, service: str, node: str) -> SyncResult:
+def _sync_here(app: AppContext, service: str, node: str, *, as_json: bool) -> None:
+    account = xmpp_account(app.settings)
+    event_log = app.event_log()
+    with Reporter(f"sync {node}", unit="items") as report:
+        try:
+            result = anyio.run(_sync_now, event_log, account, service, node, report)
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
+    done = report.summary(result.item_count)
+    if as_json:
+        emit(
+            {
+                "service": service,
+                "node": node,
+                "state": result.state,
+                "item_count": result.item_count,
+                "reason": result.reason,
+                "sync_id": result.sync_id,
+                **done.as_dict(),
+            }
+        )
+    else:
+        reason = f" ({result.reason})" if result.reason else ""
+        click.echo(f"node {node!r} of {service}: {result.state}, {result.item_count} items{reason}")
+        click.echo(done.line("synced"), err=True)
+    if result.state != "COMPLETED":
+        raise click.exceptions.Exit(EXIT_NO)
+
+
+async def _sync_now(
+    log: EventLog, account: XmppAccount, service: str, node: str, report: Reporter
+) -> SyncResult:
     from pubsub_cache.xmpp.client import session
     from pubsub_cache.xmpp.sync import sync_node
-    from pubsub_cache.xmpp.writer import EventWriter
 
-    writer = EventWriter(log)
+    writer = _counting_writer(log, report)
     async with (
         session(
             account.full_jid(),
@@ -205,3 +239,21 @@ async def _sync_now(log: EventLog, account: XmppAccount, service: str, node: str
         await writer.flush()
         group.cancel_scope.cancel()
     return result
+
+
+def _counting_writer(log: EventLog, report: Reporter) -> EventWriter:
+    """A writer that reports the items of each fetched page as it passes them on."""
+    from pubsub_cache.events.types import SyncPageFetched
+    from pubsub_cache.xmpp.writer import EventWriter, Slot
+
+    class Counting(EventWriter):
+        items = 0
+
+        def fill(self, slot: Slot, events: Sequence[Event]) -> None:
+            for event in events:
+                if isinstance(event, SyncPageFetched):
+                    self.items += len(event.items)
+                    report(self.items)
+            super().fill(slot, events)
+
+    return Counting(log)

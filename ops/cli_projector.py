@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import time
@@ -13,10 +12,12 @@ import click
 from pubsub_cache.projector.analysers import default_registry
 from pubsub_cache.projector.parking import list_parked
 from pubsub_cache.projector.retry import drop_parked, retry_parked
-from pubsub_cache.projector.runner import Partition, Projector
+from pubsub_cache.projector.runner import NotLeader, Partition, Projector
 from pubsub_cache.projector.status import as_builtins, read_status
 
+from .cli_options import POSITIVE, SECONDS, emit, json_option
 from .context import AppContext
+from .progress import Reporter
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +44,10 @@ def _partition(value: str | None) -> Partition:
 @click.command()
 @click.option("--name", default="main", show_default=True, help="Checkpoint name.")
 @click.option("--partition", help="INDEX/COUNT: apply only this share of the nodes.")
-@click.option("--batch-size", default=500, show_default=True)
-@click.option("--lease-seconds", default=15.0, show_default=True)
+@click.option("--batch-size", default=500, show_default=True, type=POSITIVE)
+@click.option("--lease-seconds", default=15.0, show_default=True, type=SECONDS)
 @click.option("--until-caught-up", is_flag=True, help="Exit once the log is exhausted.")
+@json_option
 @click.pass_obj
 def project(
     app: AppContext,
@@ -54,10 +56,13 @@ def project(
     batch_size: int,
     lease_seconds: float,
     until_caught_up: bool,
+    as_json: bool,
 ) -> None:
     """Run the projector alone (the ingest may run elsewhere on the same database)."""
     from .logs import configure_logging
 
+    if as_json and not until_caught_up:
+        raise click.UsageError("--json goes with --until-caught-up (the daemon logs JSON lines)")
     configure_logging(app.settings.log_level)
     projector = Projector(
         app.engine(),
@@ -68,11 +73,32 @@ def project(
         lease_seconds=lease_seconds,
     )
     if until_caught_up:
-        applied = projector.catch_up()
-        projector.release()
-        click.echo(f"applied {applied} events; checkpoint {projector.name} caught up")
+        _catch_up(projector, app.event_log().head(), as_json=as_json)
         return
     anyio.run(_run_until_signalled, projector, app.settings.metrics_port)
+
+
+def _catch_up(projector: Projector, head: int, *, as_json: bool) -> None:
+    applied = parked = 0
+    try:
+        with Reporter(f"project {projector.name}") as report:
+            while True:
+                result = projector.run_once()
+                if not result.leader:
+                    raise NotLeader(projector.name)
+                applied += result.applied
+                parked += result.parked
+                if result.read == 0:
+                    break
+                head = max(head, result.position)
+                report(result.position, head)
+    finally:
+        projector.release()
+    done = report.summary(applied + parked)
+    if as_json:
+        emit({"checkpoint": projector.name, "applied": applied, "parked": parked, **done.as_dict()})
+        return
+    click.echo(f"{done.line('applied')}; {parked} parked; checkpoint {projector.name} caught up")
 
 
 async def _run_until_signalled(projector: Projector, metrics_port: int | None) -> None:
@@ -99,14 +125,14 @@ async def _stop_on_signal(scope: anyio.CancelScope) -> None:
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+@json_option
 @click.pass_obj
 def status(app: AppContext, as_json: bool) -> None:
     """Head of the log, each checkpoint's lag, parked events, nodes by sync state."""
-    with app.engine().connect() as connection:
+    with app.engine(create=False).connect() as connection:
         report = read_status(connection, now=time.time())
     if as_json:
-        click.echo(json.dumps(as_builtins(report), indent=2))
+        emit(as_builtins(report))
         return
     click.echo(f"log head: {report.head}")
     for point in report.checkpoints:
@@ -129,14 +155,14 @@ def parked() -> None:
 
 
 @parked.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_obj
 def parked_list(app: AppContext, as_json: bool) -> None:
     """List parked events with their reasons."""
-    with app.engine().connect() as connection:
+    with app.engine(create=False).connect() as connection:
         rows = list_parked(connection)
     if as_json:
-        click.echo(json.dumps([dict(row._mapping) for row in rows], indent=2))
+        emit([dict(row._mapping) for row in rows])
         return
     if not rows:
         click.echo("no parked events")
@@ -149,17 +175,26 @@ def parked_list(app: AppContext, as_json: bool) -> None:
 
 @parked.command("retry")
 @click.option("--name", default="main", show_default=True, help="Projector checkpoint name.")
+@json_option
 @click.pass_obj
-def parked_retry(app: AppContext, name: str) -> None:
+def parked_retry(app: AppContext, name: str, as_json: bool) -> None:
     """Apply parked events again, node by node, in order."""
-    applied, remaining = retry_parked(app.engine(), default_registry(), name)
+    applied, remaining = retry_parked(app.engine(create=False), default_registry(), name)
+    if as_json:
+        emit({"applied": applied, "still_parked": remaining})
+        return
     click.echo(f"applied {applied}; still parked {remaining}")
 
 
 @parked.command("drop")
 @click.option("--name", default="main", show_default=True, help="Projector checkpoint name.")
-@click.option("--position", type=int, help="Only this event (default: all parked events).")
+@click.option("--position", type=POSITIVE, help="Only this event (default: all parked events).")
+@json_option
 @click.pass_obj
-def parked_drop(app: AppContext, name: str, position: int | None) -> None:
+def parked_drop(app: AppContext, name: str, position: int | None, as_json: bool) -> None:
     """Give up on parked events (they stay in the log, unapplied)."""
-    click.echo(f"dropped {drop_parked(app.engine(), name, position=position)}")
+    dropped = drop_parked(app.engine(create=False), name, position=position)
+    if as_json:
+        emit({"dropped": dropped})
+        return
+    click.echo(f"dropped {dropped}")

@@ -43,3 +43,15 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level)
     # slixmpp is chatty at INFO about every stream feature; keep its warnings.
     logging.getLogger("slixmpp").setLevel(max(logging.WARNING, root.level))
+    # Alembic says "Context impl SQLiteImpl." at every start: worth reading only when debugging.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
+
+
+def quiet_libraries() -> None:
+    """For one-shot commands: keep slixmpp's and Alembic's chatter off the terminal.
+
+    A failure slixmpp logs ("No appropriate login method.") reaches the user as our own error
+    line; printing both would say it twice. The daemons re-enable slixmpp's warnings.
+    """
+    logging.getLogger("slixmpp").setLevel(logging.CRITICAL)
+    logging.getLogger("alembic").setLevel(logging.WARNING)

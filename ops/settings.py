@@ -8,6 +8,7 @@ raises :class:`ConfigError` naming the variable (or file key) and what was wrong
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -48,6 +49,8 @@ class Settings:
     xmpp_tls: TlsMode = "starttls"
     log_level: str = "INFO"
     metrics_port: int | None = None
+    database_is_default: bool = False
+    """Whether ``database_url`` is the default location (whose folder may be created)."""
 
     def require_account(self) -> tuple[str, str]:
         """The JID and password, or a :class:`ConfigError` saying what to set."""
@@ -68,7 +71,7 @@ def load_settings(
     raw: dict[str, object] = {}
     if config_file is not None:
         raw.update(_read_toml(config_file))
-    names = {field.name for field in fields(Settings)}
+    names = {field.name for field in fields(Settings)} - {"database_is_default"}
     for name in names:
         value = env.get(PREFIX + name.upper())
         if value is not None and value != "":
@@ -76,9 +79,10 @@ def load_settings(
     unknown = set(raw) - names
     if unknown:
         raise ConfigError(f"{config_file}", f"unknown keys {', '.join(sorted(unknown))}")
-    database_url = _text(raw, "database_url") or default_database_url(env)
+    database_url = _text(raw, "database_url")
     return Settings(
-        database_url=_database_url(database_url),
+        database_url=_database_url(database_url or default_database_url(env)),
+        database_is_default=not database_url,
         jid=_jid(raw),
         password=_text(raw, "password"),
         xmpp_host=_text(raw, "xmpp_host"),
@@ -97,6 +101,9 @@ def _read_toml(path: Path) -> dict[str, object]:
         raise ConfigError(str(path), f"cannot read the config file: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), f"not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        problem = f"not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})"
+        raise ConfigError(str(path), problem) from exc
 
 
 def _label(name: str) -> str:
@@ -118,8 +125,10 @@ def _database_url(url: str) -> str:
 
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
-        raise ConfigError(_label("database_url"), f"not a database URL: {url!r}") from exc
+    except (ArgumentError, ValueError) as exc:
+        # make_url raises ValueError for a port that is not a number (postgresql://h:abc/x).
+        problem = f"not a database URL: {_hide_password(url)!r} ({exc})"
+        raise ConfigError(_label("database_url"), problem) from exc
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):
         raise ConfigError(
             _label("database_url"),
@@ -128,14 +137,33 @@ def _database_url(url: str) -> str:
     return url
 
 
+def _hide_password(url: str) -> str:
+    # The URL could not be parsed, so hide what sits between "user:" and "@" by hand.
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
 def _jid(raw: Mapping[str, object]) -> str | None:
     jid = _text(raw, "jid")
     if jid is None:
         return None
-    local, at, domain = jid.partition("@")
-    if not at or not local or not domain or "/" in jid or " " in jid:
-        raise ConfigError(_label("jid"), f"expected a bare JID like user@example.org, got {jid!r}")
-    return jid
+    try:
+        return bare_jid(jid)
+    except ValueError as exc:
+        raise ConfigError(_label("jid"), str(exc)) from None
+
+
+def bare_jid(text: str) -> str:
+    """``text`` checked as a bare account JID (RFC 7622, by slixmpp's rules) and normalised;
+    raises :class:`ValueError` saying what is wrong."""
+    from slixmpp.jid import JID, InvalidJID  # imported here: ``--help`` need not load slixmpp
+
+    try:
+        jid = JID(text)
+    except InvalidJID as exc:
+        raise ValueError(f"{text!r} is not a valid JID: {exc}") from None
+    if not jid.user or jid.resource:
+        raise ValueError(f"expected a bare JID like user@example.org, got {text!r}")
+    return str(jid.bare)
 
 
 def _port(raw: Mapping[str, object], name: str) -> int | None:

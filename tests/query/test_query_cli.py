@@ -127,7 +127,7 @@ def test_search_takes_fields_text_and_type(cached: ReadModelRows, run: Run) -> N
 def test_search_with_a_bad_path_says_so_in_one_line(cached: ReadModelRows, run: Run) -> None:
     status, _, err = run("search", "--field", "title'--", "eq", "x")
 
-    assert status == 1
+    assert status == 2  # bad usage
     assert (
         err.strip() == "pubsub-cache: invalid path \"title'--\": expected '.' or '[' at character 6"
     )

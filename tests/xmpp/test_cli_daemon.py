@@ -68,7 +68,7 @@ def test_a_wrong_password_stops_the_daemon_with_one_line(
 
     result = run_cli("ingest", env=env)
 
-    assert result.returncode == 1
+    assert result.returncode == 2  # credentials: a supervisor must not retry
     last = result.stderr.splitlines()[-1]
     assert last.startswith(f"pubsub-cache: cannot open an XMPP session as {account.jid}/")
     assert last.endswith(
