@@ -101,7 +101,7 @@ async def converged(
     await settled(daemon, node.engine)
     live = await live_listing(client, node)
     answer = listing_of(await cached(node))
-    assert answer == live, "the cache (left) and the server (right) differ"
+    assert answer == live, f"the cache {answer} and the server {live} differ"
     return live
 
 

@@ -77,6 +77,10 @@ class NodeDirectory(Protocol):
         """The ids of the node's cached items; ``None`` when the read model has no such node."""
         ...
 
+    def item_orders(self, account: str, ref: NodeRef) -> tuple[list[str], list[str]]:
+        """The node's cached item ids by first and by last publication (oldest first)."""
+        ...
+
 
 class ReadModelDirectory:
     """:class:`NodeDirectory` over the read model in ``engine`` and an analyser registry."""
@@ -156,3 +160,17 @@ class ReadModelDirectory:
             return set(
                 connection.execute(sa.select(item.item_id).where(item.node_id == node_id)).scalars()
             )
+
+    def item_orders(self, account: str, ref: NodeRef) -> tuple[list[str], list[str]]:
+        """The node's cached item ids in creation and in modification order."""
+        node, item = pubsub_node.c, pubsub_item.c
+        query = (
+            sa.select(item.item_id, item.creation_rank, item.modification_rank)
+            .join_from(pubsub_item, pubsub_node, item.node_id == node.id)
+            .where(node.account == account, node.service == ref.service, node.node == ref.node)
+        )
+        with self._engine.connect() as connection:
+            rows = connection.execute(query).all()
+        by_creation = [row.item_id for row in sorted(rows, key=lambda r: r.creation_rank)]
+        by_modification = [row.item_id for row in sorted(rows, key=lambda r: r.modification_rank)]
+        return by_creation, by_modification

@@ -90,6 +90,27 @@ def reply_identities(reply: ET.Element) -> list[Identity]:
 KNOWN_ORDERS: dict[str, ServiceOrder] = {"prosody": "modification", "ejabberd": "creation"}
 
 
+def order_from_listing(
+    listed: list[str], by_creation: list[str], by_modification: list[str]
+) -> ServiceOrder | None:
+    """Which order a service's listing follows, judged on the items the cache already knows
+    in both orders: ``None`` unless exactly one of the two matches (they differ only once an
+    item was re-published while the cache watched)."""
+    known = set(by_creation) & set(listed)
+    if len(known) < 2:
+        return None
+    shown = [item_id for item_id in dict.fromkeys(reversed(listed)) if item_id in known][::-1]
+    creation = [item_id for item_id in by_creation if item_id in known]
+    modification = [item_id for item_id in by_modification if item_id in known]
+    if creation == modification:
+        return None
+    if shown == creation:
+        return "creation"
+    if shown == modification:
+        return "modification"
+    return None
+
+
 def order_from_identities(identities: list[Identity]) -> tuple[str | None, ServiceOrder | None]:
     """(software, its item order) named by ``identities``; ``(None, None)`` when none is known."""
     for identity in identities:

@@ -17,6 +17,7 @@ ordered writer (:mod:`.writer`), so the log holds them in arrival order.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import uuid
@@ -40,7 +41,7 @@ from pubsub_cache.events.types import (
 from .backoff import Backoff
 from .client import DEFAULT_PLUGINS, TlsMode, connect, disconnect
 from .directory import NodeDirectory, NodeRef
-from .disco import order_from_identities
+from .disco import order_from_identities, order_from_listing
 from .errors import XmppConnectError, XmppError
 from .fetcher import PayloadFetcher
 from .pubsub import PubsubClient
@@ -208,6 +209,13 @@ class Ingest:
             group.cancel_scope.cancel()
 
     async def _sync(self, client: PubsubClient, ref: NodeRef) -> SyncResult:
+        order = await self._service_order(client, ref.service)
+        known: tuple[list[str], list[str]] | None = None
+        if order is None:  # what the cache saw published may show the service's order
+            with contextlib.suppress(*RETRYABLE):
+                known = await anyio.to_thread.run_sync(
+                    self._directory.item_orders, self.account.jid, ref
+                )
         result = await sync_node(
             client,
             self.writer,
@@ -216,8 +224,10 @@ class Ingest:
             page_size=self.options.page_size,
             limit=self.options.sync_limit,
             clock=self._clock,
-            order=await self._service_order(client, ref.service),
+            order=order,
         )
+        if known is not None and result.listed:
+            self._learn_order(ref, order_from_listing(result.listed, *known))
         if result.state == "DELETED":
             self._wanted.discard(ref)
         log.info(
@@ -255,6 +265,15 @@ class Ingest:
         )
         self._orders[service] = order
         return order
+
+    def _learn_order(self, ref: NodeRef, order: ServiceOrder | None) -> None:
+        # A service whose software is unknown shows its order once an item the cache saw
+        # re-published is listed: before the others (creation) or after them (modification).
+        if order is None or self._orders.get(ref.service) is not None:
+            return
+        self._orders[ref.service] = order
+        log.info("service %s lists items in %s order (learned from a listing)", ref.service, order)
+        self.request_sync(ref.service, ref.node, f"the service's order is {order}")
 
     def request_sync(self, service: str, node: str, reason: str) -> None:
         """Sync ``service``/``node`` now, and again after every reconnection."""

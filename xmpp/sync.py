@@ -68,6 +68,8 @@ class SyncResult(msgspec.Struct, frozen=True, kw_only=True):
     item_count: int = 0
     reason: str | None = None
     """Why PARTIAL or ERROR."""
+    listed: list[str] = msgspec.field(default_factory=list)
+    """The item ids the service listed, in its order (to learn that order, see ingest)."""
 
     @property
     def retry(self) -> bool:
@@ -107,6 +109,7 @@ async def sync_node(
     writer.submit([run.started(order)])
     slots: deque[Slot] = deque()
     listed = 0
+    ids: list[str] = []
     try:
         configuration = await _owner_configuration(client, service, node)
         if configuration is not None:
@@ -125,6 +128,7 @@ async def sync_node(
         async for page in fetch:
             writer.fill(slots.popleft(), [run.page(page.items, page.index, listed)])
             listed += len(page.items)
+            ids.extend(item.id for item in page.items)
         outcome = fetch.outcome
     except XmppError as exc:
         condition = exc.condition if isinstance(exc, XmppRequestError) else None
@@ -140,7 +144,7 @@ async def sync_node(
             writer.fill(slot, [])
     writer.submit([run.completed(outcome.complete, outcome.item_count, outcome.reason)])
     state: SyncState = "COMPLETED" if outcome.complete else "PARTIAL"
-    return run.result(state, item_count=outcome.item_count, reason=outcome.reason)
+    return run.result(state, item_count=outcome.item_count, reason=outcome.reason, listed=ids)
 
 
 class _Sync(NamedTuple):
@@ -227,7 +231,14 @@ class _Sync(NamedTuple):
             source="fetch",
         )
 
-    def result(self, state: SyncState, *, item_count: int = 0, reason: str | None) -> SyncResult:
+    def result(
+        self,
+        state: SyncState,
+        *,
+        item_count: int = 0,
+        reason: str | None,
+        listed: list[str] | None = None,
+    ) -> SyncResult:
         return SyncResult(
             service=self.service,
             node=self.node,
@@ -235,6 +246,7 @@ class _Sync(NamedTuple):
             state=state,
             item_count=item_count,
             reason=reason,
+            listed=listed or [],
         )
 
 

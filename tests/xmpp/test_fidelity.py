@@ -14,14 +14,24 @@ import random
 import uuid
 from collections.abc import AsyncIterator
 
+import anyio
 import pytest
 from sqlalchemy.engine import Engine
 
-from fidelity import Node, assert_answers_equal, converged, settled
+from fidelity import Node, assert_answers_equal, cached_page, converged, listing_of, settled
 from pubsub_cache.ops.xmpp_server import LocalXmppServer
+from pubsub_cache.query import Page
+from pubsub_cache.xmpp import ingest
 from pubsub_cache.xmpp.client import PubsubClient
 from pubsub_cache.xmpp.directory import NodeRef
-from xmpp_fixtures import account_on, befriend, running_daemon, session_of, session_on
+from xmpp_fixtures import (
+    account_on,
+    befriend,
+    eventually,
+    running_daemon,
+    session_of,
+    session_on,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.xmpp]
 
@@ -185,3 +195,30 @@ async def test_purge_delete_and_recreate(
         live = await converged(daemon, publisher, node)
         assert [item_id for item_id, _ in live] == ["e", "f"]
         await assert_answers_equal(publisher, node, random.Random(7))
+
+
+async def test_an_unknown_servers_order_is_learned_from_what_its_listings_show(
+    xmpp_server: LocalXmppServer,
+    publisher: PubsubClient,
+    engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As for a server whose software the cache does not know: no name to go by.
+    monkeypatch.setattr(ingest, "order_from_identities", lambda _identities: (None, None))
+    cache = account_on(xmpp_server, fresh("cache"))
+    node = Node(xmpp_server, engine, cache.jid, xmpp_server.pubsub_service, fresh("unknown"))
+    await publisher.create_node(node.service, node.node, {"max_items": 50})
+    await publish(publisher, node, "a", "b", "c")
+
+    async with running_daemon(engine, cache) as daemon:
+        daemon.request_sync(node.service, node.node, "test")
+        await converged(daemon, publisher, node)  # nothing re-published yet: both orders agree
+        await publish(publisher, node, "a", tag=" again")
+        await eventually(lambda: "again" in str(listing_of(cached_page(node))))
+        daemon.request_sync(node.service, node.node, "a re-read")
+        live = await converged(daemon, publisher, node)
+        expected = ["b", "c", "a"] if xmpp_server.software == "prosody" else ["a", "b", "c"]
+        assert [item_id for item_id, _ in live] == expected
+        page = await anyio.to_thread.run_sync(lambda: cached_page(node))
+        assert isinstance(page, Page)
+        assert page.order == ("modification" if xmpp_server.software == "prosody" else "creation")
