@@ -2,14 +2,14 @@
 
 ::
 
-    async with Query.open("sqlite:///cache.sqlite3", client=pubsub_client) as query:
+    async with Query.open("sqlite:///cache.sqlite3", client=xmpp) as query:  # a ClientXMPP
         page = await query.get_items(account, service, node, rsm=RsmRequest(max=20, before=""))
 
 A node the cache holds completely (COMPLETED, or PARTIAL when the request only needs what is
 there) is answered from the read model. Any other node is read live through ``client`` (the
-program's own XMPP session, for ``account``), or raises :class:`NotCached` without one. The
-first read of a node an analyser marks to sync also records a ``SyncRequested`` event, which the
-daemon carries out.
+program's own XMPP session, for ``account``: a slixmpp ``ClientXMPP`` or our ``PubsubClient``),
+or raises :class:`NotCached` without one. The first read of a node an analyser marks to sync
+also records a ``SyncRequested`` event, which the daemon carries out.
 
 Threads: on SQLite, cached reads run in the event loop's thread. They take tens of
 microseconds (a page of 20 from a 100k-item node: see ``pubsub-cache bench read``), less than a
@@ -42,11 +42,22 @@ from .nodes import LIVE_PROJECTOR, checkpoint_position, list_nodes, node_state
 from .search import search
 
 if TYPE_CHECKING:
+    from slixmpp import ClientXMPP
     from sqlalchemy.engine import Engine
 
     from pubsub_cache.xmpp.pubsub import PubsubClient
 
 T = TypeVar("T")
+
+
+def as_pubsub_client(client: PubsubClient | ClientXMPP | None) -> PubsubClient | None:
+    """The program's session as the typed client live reads use: a slixmpp ``ClientXMPP`` (what
+    a slixmpp program has) is wrapped; the project's own ``PubsubClient`` is used as it is."""
+    if client is None:
+        return None
+    from pubsub_cache.xmpp.pubsub import PubsubClient  # slixmpp only for programs that have it
+
+    return client if isinstance(client, PubsubClient) else PubsubClient(client)
 
 
 class Query:
@@ -56,14 +67,14 @@ class Query:
         self,
         database: Database,
         *,
-        client: PubsubClient | None = None,
+        client: PubsubClient | ClientXMPP | None = None,
         registry: AnalyserRegistry | None = None,
         event_log: EventLog | None = None,
         live_timeout: float = 10.0,
         inline_reads: bool | None = None,
     ) -> None:
         self._core = QueryCore(database, registry=registry, event_log=event_log)
-        self.client = client
+        self.client = as_pubsub_client(client)
         self.live_timeout = live_timeout
         self._inline = is_sqlite(self._core.engine) if inline_reads is None else inline_reads
 

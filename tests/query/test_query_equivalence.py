@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
+import slixmpp
 from sqlalchemy.engine import Engine
 
 from pubsub_cache.events import AnyEvent, SyncCompleted, SyncPageFetched, SyncStarted
@@ -194,3 +195,25 @@ def test_the_blocking_facade_reads_live_through_a_session_it_opened(
     assert not page.from_cache
     assert item is not None
     assert item.payload == '<p xmlns="urn:test">0</p>'
+
+
+@pytest.mark.anyio
+async def test_a_slixmpp_programs_own_session_reads_live(
+    engine: Engine,
+    prosody: LocalProsody,
+    publisher: PubsubClient,
+    reader: PubsubClient,
+    node_name: str,
+) -> None:
+    # What a slixmpp program has is a ClientXMPP, not our PubsubClient (issue 14, point 1).
+    service = prosody.pubsub_service
+    await publisher.create_node(service, node_name)
+    await publisher.publish(service, node_name, "one", "<p xmlns='urn:test'>1</p>")
+    xmpp = reader.xmpp
+    assert isinstance(xmpp, slixmpp.ClientXMPP)
+
+    async with Query(engine, client=xmpp) as query:
+        page = await query.get_items(reader.jid, service, node_name)
+
+    assert [item.id for item in page.items] == ["one"]
+    assert not page.from_cache
