@@ -1,7 +1,10 @@
 """From an item's raw payload to the columns the read model stores for it.
 
 A payload that cannot be parsed (hostile, malformed, unexpected) is never lost: the raw XML is
-kept, ``parsed`` is NULL and ``parse_error`` says why (invariant 8).
+kept, ``parsed`` is NULL and ``parse_error`` says why (invariant 8). That holds whatever chose
+the parser, and when none could be chosen because the payload itself could not be read: a
+payload too large to parse still names its root's namespace (read from its first start tag), so
+a node analysed by namespace gets its parser, which then records why it did not parse.
 """
 
 from __future__ import annotations
@@ -12,10 +15,16 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
+import sqlalchemy as sa
 from lxml import etree
+from sqlalchemy.engine import Connection, Engine
 
 from pubsub_cache.projector.parsers import Parser
+from pubsub_cache.projector.schema import pubsub_item, pubsub_node
 from pubsub_cache.projector.xmlsafe import PayloadParseError, parse_payload
+
+#: How much of a payload that does not parse is read to find its root's namespace (characters).
+SNIFF_CHARACTERS = 65_536
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,26 +49,65 @@ def payload_hash(payload: str | None) -> str | None:
 
 
 def payload_namespace(payload: str | None) -> str | None:
-    """The namespace of the payload's root element, or ``None`` if it has none or is unreadable."""
+    """The namespace of the payload's root element, or ``None`` if it has none or is unreadable.
+
+    A payload that does not parse (too large, malformed further on) is read up to its root's
+    start tag only, so that the analyser matching its namespace still chooses the parser.
+    """
     if payload is None:
         return None
     try:
         root = parse_payload(payload)
     except PayloadParseError:
-        return None
+        return _sniff_namespace(payload)
     return etree.QName(root).namespace
 
 
+def _sniff_namespace(payload: str) -> str | None:
+    # Payloads are elements (the ingest serialises them without a prolog): anything before the
+    # root start tag (a declaration, a DOCTYPE, a comment) is not read at all, so no DTD ever
+    # reaches libxml2; the pull parser stops at the first start tag of a bounded prefix.
+    head = payload[:SNIFF_CHARACTERS].lstrip()
+    if not head.startswith("<") or head.startswith(("<!", "<?")):
+        return None
+    parser = etree.XMLPullParser(
+        events=("start",),
+        resolve_entities=False,
+        load_dtd=False,
+        no_network=True,
+        huge_tree=False,
+    )
+    try:
+        parser.feed(head.encode("utf-8", "replace"))
+        for _event, element in parser.read_events():
+            if isinstance(element, etree._Element):
+                return etree.QName(element).namespace
+    except etree.XMLSyntaxError:
+        return None
+    return None
+
+
 def parse_columns(payload: str | None, parser: Parser | None) -> PayloadColumns:
-    """Parse ``payload`` with ``parser``; failures become ``parse_error``, never exceptions."""
-    if payload is None or parser is None:
+    """Parse ``payload`` with ``parser``; failures become ``parse_error``, never exceptions.
+
+    Without a parser the payload is still read (with the same limits): one that cannot be read
+    gets the reason as its parse error, since that is also why no analyser could choose one.
+    """
+    if payload is None:
+        return NOT_PARSED
+    if parser is None:
+        try:
+            parse_payload(payload)
+        except PayloadParseError as exc:
+            return PayloadColumns(None, None, f"no parser could be chosen: {exc}", None)
         return NOT_PARSED
     try:
         result = parser.parse(parse_payload(payload))
     except PayloadParseError as exc:
         return PayloadColumns(None, None, str(exc), None)
-    except (ValueError, TypeError, AttributeError) as exc:
-        # A parser bug must not stop the projector: the payload stays, the error is recorded.
+    except Exception as exc:
+        # A parser bug (third-party ones included) must not stop the projector or park the
+        # event: the payload stays, the error is recorded.
         return PayloadColumns(None, None, f"{parser.name} failed: {exc!r}", None)
     try:
         parsed = _json_text(result.data)
@@ -70,3 +118,20 @@ def parse_columns(payload: str | None, parser: Parser | None) -> PayloadColumns:
 
 def _json_text(value: dict[str, Any]) -> str:
     return msgspec.json.encode(value).decode()
+
+
+def parse_error_count(connectable: Engine | Connection, account: str | None = None) -> int:
+    """How many cached items carry a parse error (of ``account``, or of every account)."""
+    query = (
+        sa.select(sa.func.count())
+        .select_from(pubsub_item)
+        .where(pubsub_item.c.parse_error.is_not(None))
+    )
+    if account is not None:
+        query = query.join(pubsub_node, pubsub_node.c.id == pubsub_item.c.node_id).where(
+            pubsub_node.c.account == account
+        )
+    if isinstance(connectable, Connection):
+        return int(connectable.execute(query).scalar_one())
+    with connectable.connect() as connection:
+        return int(connection.execute(query).scalar_one())

@@ -52,6 +52,9 @@ class PageItem(msgspec.Struct):
     """``parsed`` as the database gave it: JSON text, or already decoded."""
     published_at: float | None = None
     updated_at: float | None = None
+    parse_error: str | None = None
+    """Why the payload has no ``parsed`` data although it has a payload (``None`` when it parsed,
+    or when its node has no parser and the payload is well-formed)."""
     _parsed: Any = _UNDECODED
 
     @property
@@ -74,12 +77,13 @@ class PageItem(msgspec.Struct):
         return utc(self.updated_at)
 
     def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict: id, publisher, payload, parsed, published, updated."""
+        """A JSON-ready dict: id, publisher, payload, parsed, parse_error, published, updated."""
         return {
             "id": self.id,
             "publisher": self.publisher,
             "payload": self.payload,
             "parsed": self.parsed,
+            "parse_error": self.parse_error,
             "published": iso(self.published),
             "updated": iso(self.updated),
         }

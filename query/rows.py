@@ -63,14 +63,19 @@ def item_columns(dialect: str) -> tuple[sa.ColumnElement[Any], ...]:
         parsed_text(dialect),
         _item.published_at,
         _item.updated_at,
+        _item.parse_error,
     )
 
 
 def to_item(row: Sequence[Any], at: int = 0) -> PageItem:
     """The item whose :func:`item_columns` start at ``row[at]``."""
     if at:
-        row = row[at : at + 6]
+        row = row[at : at + _ITEM_WIDTH]
     return PageItem(*row)
+
+
+#: How many columns :func:`item_columns` gives.
+_ITEM_WIDTH = 7
 
 
 NODE_COLUMNS = (
