@@ -59,3 +59,21 @@ def read(quick: bool, postgres_url: str | None) -> None:
     from .read import run
 
     run(quick=quick, postgres_url=postgres_url or os.environ.get("PUBSUB_CACHE_TEST_POSTGRES_URL"))
+
+
+@bench.command()
+@_QUICK
+@_POSTGRES
+@click.option(
+    "--items", type=int, help="Items in the node (default: 10,000, or 1,000 with --quick)."
+)
+@click.option("--repeat", type=int, help="Repetitions of every case (default: 3 to 10 by case).")
+def reconcile(quick: bool, postgres_url: str | None, items: int | None, repeat: int | None) -> None:
+    """Reconciling a node (ids only) beside a full re-fetch, on Prosody and ejabberd."""
+    from .reconcile import BenchFailure, run
+
+    url = postgres_url or os.environ.get("PUBSUB_CACHE_TEST_POSTGRES_URL")
+    try:
+        run(quick=quick, items=items, repeat=repeat, postgres_url=url)
+    except BenchFailure as exc:
+        raise SystemExit(f"bench reconcile FAILED: {exc}") from exc
