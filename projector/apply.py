@@ -11,7 +11,7 @@ log from position 0 gives the same rows as following it live (invariant 3).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +46,8 @@ from pubsub_cache.projector.ranks import Placement, rank
 from pubsub_cache.projector.schema import LIVE, ReadModel
 
 NodeKey = tuple[str, str, str]
+OwnsNode = Callable[[NodeKey], bool]
+"""Whether a projector applies the events of a node (its partition owns the node)."""
 
 
 @dataclass
@@ -67,9 +69,17 @@ class BatchApplier:
     """Applies events to the read model on ``connection``; call :meth:`finish` before commit."""
 
     def __init__(
-        self, connection: Connection, registry: AnalyserRegistry, tables: ReadModel = LIVE
+        self,
+        connection: Connection,
+        registry: AnalyserRegistry,
+        tables: ReadModel = LIVE,
+        *,
+        owns: OwnsNode | None = None,
     ) -> None:
         self._connection = connection
+        # Commands spanning nodes (CachePurged, CacheReset) reach every partition, each of
+        # which applies them to the nodes it owns: at the command's place in its own log order.
+        self._owns = owns
         self._tables = tables
         self._registry = registry
         self._analysers = {analyser.name: analyser for analyser in registry.analysers}
@@ -424,11 +434,19 @@ class BatchApplier:
             clauses.append(self._tables.node.c.type == event.node_type)
         return sa.and_(*clauses)
 
-    def _purge(self, event: CachePurged, when: float) -> None:
-        scope = self._scope(event)
-        node_ids = list(
-            self._connection.execute(sa.select(self._tables.node.c.id).where(scope)).scalars()
+    def _nodes_in(self, event: CachePurged | CacheReset) -> list[int]:
+        """The ids of the nodes ``event`` covers among those this applier owns."""
+        node = self._tables.node.c
+        rows = self._connection.execute(
+            sa.select(node.id, node.account, node.service, node.node).where(self._scope(event))
         )
+        owns = self._owns
+        return [
+            row.id for row in rows if owns is None or owns((row.account, row.service, row.node))
+        ]
+
+    def _purge(self, event: CachePurged, when: float) -> None:
+        node_ids = self._nodes_in(event)
         if not node_ids:
             return
         condition: sa.ColumnElement[bool] = self._tables.item.c.node_id.in_(node_ids)
@@ -441,20 +459,22 @@ class BatchApplier:
             state, reason = "NONE", "purged by operator"
         self._items.delete_where(condition, nodes=node_ids)
         # A synced node that lost items must not claim to be complete any more.
+        node = self._tables.node.c
         self._connection.execute(
             self._tables.node.update()
-            .where(scope, self._tables.node.c.sync_state.in_(("COMPLETED", "PARTIAL")))
+            .where(node.id.in_(node_ids), node.sync_state.in_(("COMPLETED", "PARTIAL")))
             .values(sync_state=state, sync_reason=reason, sync_at=when)
         )
         self._recount.update(node_ids)
 
     def _reset(self, event: CacheReset) -> None:
-        scope = self._scope(event)
-        node_ids = list(
-            self._connection.execute(sa.select(self._tables.node.c.id).where(scope)).scalars()
-        )
+        node_ids = self._nodes_in(event)
+        if not node_ids:
+            return
         self._items.delete_where(self._tables.item.c.node_id.in_(node_ids), nodes=node_ids)
-        self._connection.execute(self._tables.node.delete().where(scope))
+        self._connection.execute(
+            self._tables.node.delete().where(self._tables.node.c.id.in_(node_ids))
+        )
         self._nodes.clear()
         for node_id in node_ids:
             self._touched.pop(node_id, None)

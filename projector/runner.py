@@ -8,7 +8,10 @@ connection, a lock timeout) is not the events' fault: it propagates and the batc
 
 On PostgreSQL several projectors may split the nodes: partition ``i`` of ``n`` applies the events
 whose (account, service, node) hashes to ``i`` and keeps its own checkpoint and lease. Operator
-commands that span nodes are applied by partition 0.
+commands that span nodes (``CachePurged``, ``CacheReset`` without both a service and a node) are
+read by every partition, each applying them to the nodes it owns at the command's place in the
+log: a partition never touches a node another partition may have moved past the command
+(invariant 3; tests/storage/test_partitions.py).
 """
 
 from __future__ import annotations
@@ -22,17 +25,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import anyio
+import sqlalchemy as sa
 from anyio.abc import TaskStatus
 from sqlalchemy.engine import Connection, Engine
 
 from pubsub_cache.errors import PubsubCacheError
 from pubsub_cache.events import AnyEvent, UndecodableEvent, decode, event_scope
 from pubsub_cache.events.db import write_transaction
-from pubsub_cache.events.log import EventLog, RawRecord, read_raw_in
+from pubsub_cache.events.log import EventLog, RawRecord
 from pubsub_cache.events.outage import UNAVAILABLE, Outage, exponential, first_line
+from pubsub_cache.events.schema import event_table
 from pubsub_cache.projector import checkpoint, parking
 from pubsub_cache.projector.analysers import AnalyserRegistry
-from pubsub_cache.projector.apply import BatchApplier
+from pubsub_cache.projector.apply import BatchApplier, NodeKey, OwnsNode
 from pubsub_cache.projector.schema import LIVE, ReadModel
 
 log = logging.getLogger(__name__)
@@ -40,6 +45,11 @@ log = logging.getLogger(__name__)
 #: Failures that say nothing about the events (the database is away or busy): the batch is
 #: retried, never parked.
 TRANSIENT = UNAVAILABLE
+
+#: Encoded bytes a batch reads at most (beyond its first event), whatever its count: what
+#: bounds the projector's and the replay's memory (decoded, parsed and buffered, a batch takes
+#: a few times its encoded size).
+BATCH_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -50,13 +60,21 @@ class Partition:
     count: int = 1
 
     def owns(self, record: RawRecord) -> bool:
-        """Whether this partition applies ``record``."""
+        """Whether this partition applies ``record`` (to some of its nodes at least)."""
+        if self.count == 1 or not (record.service and record.node):
+            return True  # every node, or a command spanning nodes
+        return self.owns_node((record.account, record.service, record.node))
+
+    def owns_node(self, key: NodeKey) -> bool:
+        """Whether the node ``key`` (account, service, node) belongs to this partition."""
         if self.count == 1:
             return True
-        if not record.service and not record.node:
-            return self.index == 0
-        scope = f"{record.account}\0{record.service}\0{record.node}".encode()
-        return zlib.crc32(scope) % self.count == self.index
+        return zlib.crc32("\0".join(key).encode()) % self.count == self.index
+
+    @property
+    def node_filter(self) -> OwnsNode | None:
+        """What a :class:`BatchApplier` of this partition is given (``None``: every node)."""
+        return None if self.count == 1 else self.owns_node
 
     def checkpoint_name(self, base: str) -> str:
         """The checkpoint row of this partition."""
@@ -86,6 +104,7 @@ class Projector:
         name: str = "main",
         partition: Partition = Partition(),
         batch_size: int = 500,
+        batch_bytes: int = BATCH_BYTES,
         lease_seconds: float = 15.0,
         owner: str | None = None,
         tables: ReadModel = LIVE,
@@ -97,6 +116,7 @@ class Projector:
         self.name = partition.checkpoint_name(name)
         self._partition = partition
         self._batch_size = batch_size
+        self._batch_bytes = batch_bytes
         self._lease_seconds = lease_seconds
         self.owner = owner or checkpoint.new_owner()
         # Sharing the appender's EventLog (the daemon's ingest) wakes the projector at once
@@ -203,6 +223,43 @@ class Projector:
             if self._owns_log:
                 self._log.close()
 
+    def apply_in(
+        self,
+        connection: Connection,
+        *,
+        after: int,
+        upto: int,
+        partition: Partition | None = None,
+    ) -> tuple[int, int]:
+        """Apply the events in (``after``, ``upto``] inside the caller's transaction, as batches
+        would (parking what fails, byte-bounded reads), without touching any checkpoint.
+
+        ``partition`` (default: this projector's) says which events and nodes; parked events
+        are recorded under this projector's name. Returns (applied, parked).
+        """
+        partition = partition or self._partition
+        applied = parked = 0
+        now = time.time()
+        while after < upto:
+            records = read_batch(
+                connection, after=after, upto=upto, limit=self._batch_size, size=self._batch_bytes
+            )
+            if not records:
+                break
+            savepoint = connection.begin_nested()
+            try:
+                batch = self._apply(connection, records, partition, one_by_one=False, now=now)
+                savepoint.commit()
+            except TRANSIENT:
+                raise
+            except Exception:
+                savepoint.rollback()
+                log.exception("range failed; applying it again one event at a time")
+                batch = self._apply(connection, records, partition, one_by_one=True, now=now)
+            applied, parked = applied + batch.applied, parked + batch.parked
+            after = records[-1].position
+        return applied, parked
+
     def _batch(self, *, one_by_one: bool) -> BatchResult:
         now = time.time()
         with write_transaction(self._engine) as connection:
@@ -211,21 +268,14 @@ class Projector:
             )
             if position is None:
                 return BatchResult(leader=False)
-            records = read_raw_in(connection, after=position, limit=self._batch_size)
+            records = read_batch(
+                connection, after=position, limit=self._batch_size, size=self._batch_bytes
+            )
             if not records:
                 return BatchResult(leader=True, position=position)
-            batch = _Batch(connection, self.name, now, self._tables)
-            todo = batch.admit(r for r in records if self._partition.owns(r))
-            if one_by_one:
-                for event_position, event in todo:
-                    batch.apply_alone(self._registry, event_position, event)
-            else:
-                applier = BatchApplier(connection, self._registry, self._tables)
-                applier.prefetch(event for _, event in todo)
-                for event_position, event in todo:
-                    applier.apply(event_position, event)
-                applier.finish()
-                batch.applied = len(todo)
+            batch = self._apply(
+                connection, records, self._partition, one_by_one=one_by_one, now=now
+            )
             last = records[-1].position
             checkpoint.advance(connection, self.name, last, now=now)
         return BatchResult(
@@ -236,15 +286,81 @@ class Projector:
             position=last,
         )
 
+    def _apply(
+        self,
+        connection: Connection,
+        records: list[RawRecord],
+        partition: Partition,
+        *,
+        one_by_one: bool,
+        now: float,
+    ) -> _Batch:
+        batch = _Batch(connection, self.name, now, self._tables, partition.node_filter)
+        todo = batch.admit(r for r in records if partition.owns(r))
+        if one_by_one:
+            for event_position, event in todo:
+                batch.apply_alone(self._registry, event_position, event)
+            return batch
+        applier = BatchApplier(connection, self._registry, self._tables, owns=partition.node_filter)
+        applier.prefetch(event for _, event in todo)
+        for event_position, event in todo:
+            applier.apply(event_position, event)
+        applier.finish()
+        batch.applied = len(todo)
+        return batch
+
+
+def read_batch(
+    connection: Connection, *, after: int, limit: int, size: int, upto: int | None = None
+) -> list[RawRecord]:
+    """The rows above ``after`` (up to ``upto``), at most ``limit`` of them and, beyond the
+    first, at most ``size`` bytes of encoded events in all.
+
+    A count alone does not bound memory: one sync page may hold a thousand payloads (about a
+    megabyte), so a batch of a thousand such events would take a gigabyte once decoded and
+    parsed. The sizes are read first (``length`` of the stored bytes needs no payload: SQLite
+    reads it from the record header, PostgreSQL from the TOAST pointer), then the rows that fit.
+    """
+    event = event_table.c
+    window = event.position > after
+    if upto is not None:
+        window = sa.and_(window, event.position <= upto)
+    sizes = connection.execute(
+        sa.select(event.position, sa.func.length(event.body))
+        .where(window)
+        .order_by(event.position)
+        .limit(limit)
+    )
+    last, total = None, 0
+    for position, length in sizes:
+        total += int(length or 0)
+        if last is not None and total > size:
+            break
+        last = position
+    if last is None:
+        return []
+    rows = connection.execute(
+        sa.select(*event_table.c)
+        .where(event.position > after, event.position <= last)
+        .order_by(event.position)
+    )
+    return [RawRecord(*row) for row in rows]
+
 
 class _Batch:
     """The parking side of one batch: which events may be applied, which must wait."""
 
     def __init__(
-        self, connection: Connection, projector: str, now: float, tables: ReadModel
+        self,
+        connection: Connection,
+        projector: str,
+        now: float,
+        tables: ReadModel,
+        owns: OwnsNode | None = None,
     ) -> None:
         self._connection = connection
         self._tables = tables
+        self._owns = owns
         self._projector = projector
         self._now = now
         self._blocked = parking.parked_scopes(connection, projector)
@@ -271,7 +387,7 @@ class _Batch:
             return
         savepoint = self._connection.begin_nested()
         try:
-            applier = BatchApplier(self._connection, registry, self._tables)
+            applier = BatchApplier(self._connection, registry, self._tables, owns=self._owns)
             applier.apply(position, event)
             applier.finish()
             savepoint.commit()
