@@ -113,11 +113,14 @@ async def serve(
     from pubsub_cache.projector.runner import Projector
     from pubsub_cache.xmpp.directory import ReadModelDirectory
     from pubsub_cache.xmpp.ingest import Ingest
+    from pubsub_cache.xmpp.lease import IngestLease
 
     registry = default_registry()
     # One EventLog for both: an append by the ingest wakes the projector at once.
     event_log = EventLog(engine)
-    daemon = Ingest(account, event_log, ReadModelDirectory(engine, registry), options=options)
+    directory = ReadModelDirectory(engine, registry)
+    lease = IngestLease(engine, account.jid)  # a second daemon of the account stands by
+    daemon = Ingest(account, event_log, directory, options=options, lease=lease)
     follower = Projector(engine, registry=registry, log=event_log) if projector else None
     try:
         async with anyio.create_task_group() as group:

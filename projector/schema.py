@@ -198,3 +198,12 @@ parked_event = sa.Table(
     sa.UniqueConstraint("projector", "position"),
     sa.Index("ix_parked_event_scope", "projector", "account", "service", "node"),
 )
+
+# One ingest per account (xmpp/lease.py): the process holding an account's row ingests it.
+ingest_lease = sa.Table(
+    "ingest_lease",
+    metadata,
+    sa.Column("account", sa.Text, primary_key=True, comment="the bare JID ingested"),
+    sa.Column("owner", sa.Text, nullable=False, comment="host:pid:token[:pidns] holding it"),
+    sa.Column("expires", sa.Float, nullable=False, comment="Unix time; renewed while held"),
+)

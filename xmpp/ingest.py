@@ -13,6 +13,12 @@ without a word) and a keepalive until the connection is lost. Then reconnect wit
 Each sync is told how the service orders items, learned once per service from its disco
 identities (:mod:`.disco`). Every notification goes through one synchronous handler to one
 ordered writer (:mod:`.writer`), so the log holds them in arrival order.
+
+Given an :class:`~.lease.IngestLease` (the daemons give one), the ingest connects only while it
+holds its account's lease: a second ingest of the account stands by (one warning naming the
+holder) until the lease is released or expires, then takes over. A lease found taken over while
+running (renewals failed for longer than the lease time, e.g. during a database outage that the
+other process saw end first) ends the sessions, and the ingest stands by again.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from .directory import NodeDirectory, NodeRef
 from .disco import order_from_identities, order_from_listing
 from .errors import XmppConnectError, XmppError
 from .fetcher import PayloadFetcher
+from .lease import DEFAULT_TTL, IngestLease
 from .pubsub import PubsubClient
 from .reconcile import ReconcileOptions, Reconciler
 from .scheduler import SyncScheduler
@@ -90,6 +97,8 @@ class IngestOptions:
     request_timeout: float = 30.0
     connect_timeout: float = 20.0
     reconcile: ReconcileOptions = field(default_factory=ReconcileOptions)
+    lease_ttl: float = DEFAULT_TTL
+    """Seconds the account's lease lasts unless renewed (every third of it), when one is held."""
 
 
 class Ingest:
@@ -104,8 +113,10 @@ class Ingest:
         options: IngestOptions | None = None,
         writer: EventWriter | None = None,
         clock: Clock = utc_now,
+        lease: IngestLease | None = None,
     ) -> None:
         self.account = account
+        self.lease = lease
         self.options = options or IngestOptions()
         self.writer = writer or EventWriter(log)
         self.scheduler = SyncScheduler(
@@ -139,15 +150,83 @@ class Ingest:
 
         Raises :class:`XmppConnectError` when the very first attempt fails to authenticate (a
         wrong password is not worth retrying, see :data:`FATAL`); other failures are retried
-        with backoff.
+        with backoff. With a lease, stands by until it holds it (see the module docstring).
         """
         try:
             async with anyio.create_task_group() as group:
                 await group.start(self.writer.run)
-                await self._sessions(task_status)
+                if self.lease is None:
+                    await self._sessions(task_status)
+                else:
+                    await self._leased_sessions(self.lease, _StartedOnce(task_status))
         finally:
             with anyio.CancelScope(shield=True):
                 await self.writer.close()  # what the sessions' clean-up submitted last
+                if self.lease is not None:
+                    # After the writer: the next holder starts after our last append.
+                    await self._release(self.lease)
+
+    async def _leased_sessions(self, lease: IngestLease, task_status: _StartedOnce) -> None:
+        while True:
+            await self._stand_by(lease)
+            async with anyio.create_task_group() as held:
+                held.start_soon(self._renew, lease, held.cancel_scope)
+                await self._sessions(task_status)
+
+    async def _stand_by(self, lease: IngestLease) -> None:
+        ttl = self.options.lease_ttl
+        outage = Outage("ingest lease", log, delay=lambda _attempt: ttl / 3)
+        waited = None
+        while True:
+            try:
+                holder = await anyio.to_thread.run_sync(functools.partial(lease.take, ttl=ttl))
+            except RETRYABLE as exc:
+                await anyio.sleep(outage.failed(exc))
+                continue
+            outage.ended()
+            if holder is None:
+                if waited is not None:
+                    log.warning("took over the ingest of %s (from %s)", self.account.jid, waited)
+                return
+            if waited != holder.owner:
+                log.warning(
+                    "the account %s is ingested by another process (%s): standing by until its "
+                    "lease is released or expires (in %.0f s)",
+                    self.account.jid,
+                    holder.owner,
+                    max(0.0, holder.expires_in),
+                )
+                waited = holder.owner
+            await anyio.sleep(min(ttl / 3, max(0.01, holder.expires_in)))
+
+    async def _renew(self, lease: IngestLease, held: anyio.CancelScope) -> None:
+        # A database outage does not stop the ingest (its writer buffers meanwhile); only a
+        # lease found in another's hands does.
+        ttl = self.options.lease_ttl
+        outage = Outage("ingest lease renewal", log, delay=lambda _attempt: ttl / 3)
+        while True:
+            await anyio.sleep(ttl / 3)
+            try:
+                holder = await anyio.to_thread.run_sync(functools.partial(lease.take, ttl=ttl))
+            except RETRYABLE as exc:
+                outage.failed(exc)
+                continue
+            outage.ended()
+            if holder is not None:
+                log.error(
+                    "the ingest of %s was taken over by %s: ending the sessions, standing by",
+                    self.account.jid,
+                    holder.owner,
+                )
+                held.cancel()
+                return
+
+    async def _release(self, lease: IngestLease) -> None:
+        try:
+            with anyio.move_on_after(5):
+                await anyio.to_thread.run_sync(lease.release, abandon_on_cancel=True)
+        except RETRYABLE as exc:
+            log.warning("could not release the ingest lease of %s: %s", self.account.jid, exc)
 
     async def wait_idle(self) -> None:
         """Return once no sync or payload fetch is queued or running and the log has it all."""
@@ -364,3 +443,16 @@ class Ingest:
                     self.request_sync(ref.service, ref.node, "first seen in a notification")
                 elif sample is not None:
                     self._unwanted.add(ref)
+
+
+class _StartedOnce(anyio.abc.TaskStatus[None]):
+    """Passes the first ``started()`` on, ignores the others (sessions start again after a
+    lease is lost and taken back)."""
+
+    def __init__(self, status: anyio.abc.TaskStatus[None]) -> None:
+        self._status: anyio.abc.TaskStatus[None] | None = status
+
+    def started(self, value: None = None) -> None:
+        if self._status is not None:
+            status, self._status = self._status, None
+            status.started(value)

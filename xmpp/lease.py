@@ -1,0 +1,130 @@
+"""One ingest per account: a lease in ``ingest_lease`` (account, owner, expires).
+
+Two ingests of one account on one database would log every notification twice. So an ingest
+takes its account's lease before it connects and renews it while it runs (every third of the
+lease time), like the projector's checkpoint lease (``projector/checkpoint.py``): the row is taken
+by a conditional UPDATE (ours already, or expired), in one write transaction, which on SQLite
+holds the write lock and on PostgreSQL queues contenders on the row lock and evaluates the loser's
+condition again after the winner commits.
+
+A second ingest of the account stands by: it logs once who holds the account and tries again
+until the lease expires (its holder died or hung) or is released (its holder stopped), then
+takes over. A holder that died on this machine (same host, same PID namespace, its process gone,
+as after a kill -9 that systemd restarts) is taken over at once rather than after the lease time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import socket
+import time
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from pubsub_cache.events.db import write_transaction
+from pubsub_cache.projector.schema import ingest_lease
+
+lease = ingest_lease.c
+
+#: Seconds a lease lasts unless renewed; an ingest renews it every third of that.
+DEFAULT_TTL = 30.0
+
+
+def new_owner() -> str:
+    """``host:pid:token[:pidns]``: names this process, and tells a dead one on this machine."""
+    namespace = _pid_namespace()
+    owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    return f"{owner}:{namespace}" if namespace else owner
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds an account's lease, and for how much longer."""
+
+    owner: str
+    expires_in: float
+
+
+@dataclass
+class IngestLease:
+    """The lease on ``account``'s ingest, as held (or wanted) by ``owner``."""
+
+    engine: Engine
+    account: str
+    owner: str = field(default_factory=new_owner)
+
+    def take(self, *, ttl: float = DEFAULT_TTL, now: float | None = None) -> Holder | None:
+        """Take or renew the lease for ``ttl`` seconds: ``None`` when it is ours now, else who
+        holds it. Raises the database's error when it cannot be reached."""
+        now = time.time() if now is None else now
+        with write_transaction(self.engine) as connection:
+            return self._take(connection, ttl, now)
+
+    def release(self) -> None:
+        """Give the lease up (if ours), so that a standing-by ingest takes over at once."""
+        with write_transaction(self.engine) as connection:
+            connection.execute(
+                ingest_lease.delete().where(
+                    lease.account == self.account, lease.owner == self.owner
+                )
+            )
+
+    def _take(self, connection: Connection, ttl: float, now: float) -> Holder | None:
+        insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+        created = connection.execute(
+            insert(ingest_lease)
+            .values(account=self.account, owner=self.owner, expires=now + ttl)
+            .on_conflict_do_nothing()
+        )
+        if created.rowcount == 1:
+            return None
+        taken = connection.execute(
+            ingest_lease.update()
+            .where(
+                lease.account == self.account,
+                sa.or_(lease.owner == self.owner, lease.expires < now),
+            )
+            .values(owner=self.owner, expires=now + ttl)
+        )
+        if taken.rowcount == 1:
+            return None
+        row = connection.execute(
+            sa.select(lease.owner, lease.expires).where(lease.account == self.account)
+        ).one()
+        if _died_here(row.owner):
+            connection.execute(
+                ingest_lease.update()
+                .where(lease.account == self.account, lease.owner == row.owner)
+                .values(owner=self.owner, expires=now + ttl)
+            )
+            return None
+        return Holder(row.owner, row.expires - now)
+
+
+def _pid_namespace() -> str:
+    # Two containers may share a host name; their PIDs mean something only in their namespace.
+    with contextlib.suppress(OSError):
+        return os.readlink("/proc/self/ns/pid").removeprefix("pid:").strip("[]")
+    return ""
+
+
+def _died_here(owner: str) -> bool:
+    """Whether ``owner`` names a process of this host and PID namespace that no longer exists."""
+    parts = owner.split(":")
+    namespace = _pid_namespace()
+    if len(parts) != 4 or not namespace or parts[0] != socket.gethostname():
+        return False
+    if parts[3] != namespace or not parts[1].isdigit() or int(parts[1]) == os.getpid():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by someone else
+        return False
+    return False
