@@ -27,6 +27,7 @@ from pubsub_cache.events.types import Event, SyncRequested
 
 from .cli_errors import EXIT_NO
 from .cli_options import emit, json_option
+from .cli_target import NODE, SERVICE, WORDS, resolve
 from .context import AppContext
 from .progress import Reporter
 from .settings import PREFIX, ConfigError, Settings
@@ -160,17 +161,28 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 @click.command()
-@click.argument("service")
-@click.argument("node")
+@WORDS
+@SERVICE
+@NODE
 @click.option("--now", is_flag=True, help="Connect and sync here instead of asking the daemon.")
 @json_option
 @click.pass_obj
-def sync(app: AppContext, service: str, node: str, now: bool, as_json: bool) -> None:
+def sync(
+    app: AppContext,
+    words: Sequence[str],
+    service_option: str | None,
+    node_option: str | None,
+    now: bool,
+    as_json: bool,
+) -> None:
     """Synchronise NODE of SERVICE: record the request, which the daemon carries out.
 
-    With --now, exits with status 3 unless the node ends COMPLETED (ERROR, PARTIAL, or gone).
+    SERVICE defaults to the account's own PEP service; an xmpp: URI names both. With --now,
+    exits with status 3 unless the node ends COMPLETED (ERROR, PARTIAL, or gone).
     """
     settings = app.settings
+    target = resolve(words, service=service_option, node=node_option, own=settings.jid)
+    service, node = target.service, target.node
     if now:
         _sync_here(app, service, node, as_json=as_json)
         return

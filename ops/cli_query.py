@@ -20,6 +20,7 @@ from pubsub_cache.query.model import ORDERS
 
 from .cli_options import COUNT, SECONDS, account_of, account_option, emit, json_option
 from .cli_tables import print_items, print_nodes
+from .cli_target import NODE, SERVICE, WORDS, resolve
 from .context import AppContext
 
 
@@ -33,14 +34,15 @@ def register(cli: click.Group) -> None:
 
 
 @click.command()
-@click.argument("service")
-@click.argument("node")
-@click.option("--max", "max_", type=COUNT, help="RSM page size (0: count only).")
-@click.option("--item", "item_ids", multiple=True, help="Only this item id (repeatable).")
-@click.option("--after", help="RSM: the page after this item id.")
-@click.option("--before", help="RSM: the page before this item id; '' for the last page.")
+@WORDS
+@SERVICE
+@NODE
+@click.option("-M", "--max", "max_", type=COUNT, help="RSM page size (0: count only).")
+@click.option("-i", "--item", "item_ids", multiple=True, help="Only this item id (repeatable).")
+@click.option("-a", "--after", help="RSM: the page after this item id.")
+@click.option("-b", "--before", help="RSM: the page before this item id; '' for the last page.")
 @click.option("--index", type=COUNT, help="RSM: the page starting here.")
-@click.option("--max-items", type=COUNT, help="Only the newest N items.")
+@click.option("-m", "--max-items", type=COUNT, help="Only the newest N items.")
 @click.option(
     "--order",
     type=click.Choice(ORDERS),
@@ -57,8 +59,9 @@ def register(cli: click.Group) -> None:
 @click.pass_obj
 def get(
     app: AppContext,
-    service: str,
-    node: str,
+    words: Sequence[str],
+    service_option: str | None,
+    node_option: str | None,
     max_: int | None,
     item_ids: Sequence[str],
     after: str | None,
@@ -73,8 +76,15 @@ def get(
 ) -> None:
     """Items of NODE on SERVICE, oldest first: from the cache, or live when it is not synced.
 
-    XEP-0059 paging: --max alone gives the first (oldest) page, --before '' the last (newest).
+    SERVICE defaults to the account's own PEP service; `-s SERVICE -n NODE` or an xmpp: URI
+    (xmpp:pubsub.example.org?;node=blog;item=first) say the same. XEP-0059 paging: --max alone
+    gives the first (oldest) page, --before '' the last (newest).
     """
+    viewer = account_of(app, account)
+    target = resolve(words, service=service_option, node=node_option, own=viewer)
+    service, node = target.service, target.node
+    if target.item is not None:
+        item_ids = [*item_ids, target.item]
     rsm = None
     if any(value is not None for value in (max_, after, before, index)):
         rsm = RsmRequest(max=max_, after=after, before=before, index=index)
@@ -84,7 +94,6 @@ def get(
         "rsm": rsm,
         "order_by": order,
     }
-    viewer = account_of(app, account)
     live = not cache_only and viewer == app.settings.jid and bool(app.settings.password)
     page = anyio.run(_get, app, viewer, service, node, request, live, timeout)
     if as_json:

@@ -74,6 +74,7 @@ def test_get_prints_one_json_document_with_items_rsm_and_provenance(
         "publisher",
         "payload",
         "parsed",
+        "parse_error",
         "published",
         "updated",
     }
