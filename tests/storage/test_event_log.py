@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from helpers import ACCOUNT, NODE, SERVICE, at, published, purged, retracted
 from pubsub_cache.events import InvalidEvent, ItemsPublished, NodePurged
-from pubsub_cache.events.db import is_sqlite, write_transaction
-from pubsub_cache.events.log import EventLog
+from pubsub_cache.events.db import create_engine, is_sqlite, write_transaction
+from pubsub_cache.events.log import AppendTimeout, EventLog
 from pubsub_cache.events.schema import event_table
 
 
@@ -87,10 +91,40 @@ def test_wait_times_out_when_nothing_arrives(event_log: EventLog) -> None:
     assert not event_log.wait(after=0, timeout=0.1)
 
 
+class HeadChecks:
+    """Counts the log-head queries each thread runs on ``engine``. A waiter that has looked at
+    the head twice is waiting: on PostgreSQL its LISTEN was issued between the two looks (the
+    first wait slice opens the listener), on SQLite it polls."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self._engine = engine
+        self._seen: Counter[int] = Counter()
+        sa.event.listen(engine, "before_cursor_execute", self._count)
+
+    def _count(self, *args: Any) -> None:
+        if "max(event.position)" in args[2]:
+            self._seen[threading.get_ident()] += 1
+
+    def of(self, thread: threading.Thread) -> int:
+        return self._seen[thread.ident or 0]
+
+    def close(self) -> None:
+        sa.event.remove(self._engine, "before_cursor_execute", self._count)
+
+
+def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Block until ``check()`` holds (an observed condition, never a fixed delay)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
 def test_wait_wakes_when_another_process_appends(engine: sa.Engine) -> None:
     # Two EventLog objects stand for two processes: no in-process wake-up between them.
     waiter, writer = EventLog(engine), EventLog(engine)
     woke = threading.Event()
+    checks = HeadChecks(engine)
 
     def wait() -> None:
         if waiter.wait(after=0, timeout=10):
@@ -98,12 +132,79 @@ def test_wait_wakes_when_another_process_appends(engine: sa.Engine) -> None:
 
     thread = threading.Thread(target=wait)
     thread.start()
-    time.sleep(0.2)
+    until(lambda: checks.of(thread) >= 2)  # waiting (listening) before the append
     writer.append([purged()])
     thread.join(timeout=10)
+    checks.close()
     waiter.close()
     writer.close()
     assert woke.is_set()
+
+
+def test_an_append_that_cannot_take_the_write_lock_times_out_and_a_retry_succeeds(
+    engine: sa.Engine,
+) -> None:
+    if is_sqlite(engine):
+        pytest.skip("PostgreSQL only: SQLite serialises writers with BEGIN IMMEDIATE")
+    log = EventLog(engine, lock_timeout=0.1)
+    with engine.connect() as holder:
+        holder.exec_driver_sql("LOCK TABLE event IN EXCLUSIVE MODE")  # another appender's lock
+        with pytest.raises(AppendTimeout, match=r"not free within 0\.1 s"):
+            log.append([published("1")])
+        holder.rollback()
+    assert log.append([published("1")]) == [1]
+    assert [record.event for record in log.read()] == [published("1")]
+
+
+def listening_backends(engine: sa.Engine, application: str) -> set[int]:
+    """The PostgreSQL backends of ``application`` that last ran a LISTEN."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            sa.text(
+                "SELECT pid FROM pg_stat_activity "
+                "WHERE application_name = :name AND query LIKE 'LISTEN %'"
+            ),
+            {"name": application},
+        )
+        return {row.pid for row in rows}
+
+
+def test_a_dropped_listen_connection_is_opened_again_and_still_wakes_the_waiter(
+    engine: sa.Engine,
+) -> None:
+    if is_sqlite(engine):
+        pytest.skip("PostgreSQL only: LISTEN/NOTIFY")
+    application = f"waiter-{uuid.uuid4().hex[:12]}"
+    # The waiter's own engine names its connections, its LISTEN connection included.
+    named = create_engine(
+        engine.url.update_query_dict({"application_name": application}).render_as_string(
+            hide_password=False
+        )
+    )
+    waiter, writer = EventLog(named), EventLog(engine)
+    woke = threading.Event()
+
+    def wait() -> None:
+        if waiter.wait(after=0, timeout=20):
+            woke.set()
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    try:
+        until(lambda: len(listening_backends(engine, application)) == 1)
+        [dropped] = listening_backends(engine, application)
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": dropped})
+        until(lambda: listening_backends(engine, application) - {dropped} != set())
+        assert thread.is_alive()  # the waiter rode it out and listens on a new connection
+        writer.append([purged()])
+        thread.join(timeout=10)
+        assert woke.is_set()
+    finally:
+        waiter.close()
+        writer.close()
+        thread.join(timeout=10)
+        named.dispose()
 
 
 def test_sqlite_file_is_in_wal_mode(event_log: EventLog) -> None:

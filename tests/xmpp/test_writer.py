@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import anyio
@@ -40,9 +41,12 @@ class SlowLog:
         self._log = log
         self._delay = delay
         self.batches: list[int] = []
+        self.started = 0
+        """Appends begun (counted before their delay: an append is running when it moves)."""
 
     def append(self, events: Iterable[Event]) -> list[int]:
         batch = list(events)
+        self.started += 1
         time.sleep(self._delay)
         self.batches.append(len(batch))
         return self._log.append(batch)
@@ -67,14 +71,19 @@ def writer_on(log: object, **options: Any) -> EventWriter:
     return EventWriter(log, retry=FAST_RETRY, **options)  # type: ignore[arg-type]
 
 
+async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until ``check()`` holds (it looks at what the writer or the log did)."""
+    with anyio.fail_after(timeout):
+        while not check():
+            await anyio.sleep(0.001)
+
+
 async def test_an_idle_writer_appends_at_once_without_being_flushed(event_log: EventLog) -> None:
     writer = writer_on(event_log)
     async with anyio.create_task_group() as group:
         await group.start(writer.run)
         writer.submit([published("a")])
-        with anyio.fail_after(2):
-            while event_log.head() == 0:
-                await anyio.sleep(0.001)
+        await until(lambda: event_log.head() > 0, timeout=2)
         group.cancel_scope.cancel()
 
     assert item_ids(event_log) == ["a"]
@@ -89,8 +98,8 @@ async def test_events_under_load_are_group_committed_in_submission_order(
         await group.start(writer.run)
         for n in range(200):
             writer.submit([published(f"i{n}")])
-            if n % 20 == 0:
-                await anyio.sleep(0.01)  # arrivals spread over a few appends
+            if n % 20 == 0:  # arrivals spread over a few appends: each waits for one to begin
+                await until(functools.partial(lambda begun: slow.started > begun, slow.started))
         with anyio.fail_after(10):
             await writer.flush()
         group.cancel_scope.cancel()
@@ -109,8 +118,10 @@ async def test_a_reserved_slot_holds_back_what_came_after_it(event_log: EventLog
         writer.submit([published("before")])
         slot = writer.reserve()
         writer.submit([retracted("page-item")])
-        await anyio.sleep(0.1)
+        # Everything was queued before the writer ran: its first append stops at the slot.
+        await until(lambda: writer.appended > 0)
         assert item_ids(event_log) == ["before"]
+        assert writer.pending == 2
 
         writer.fill(slot, [published("page-item")])
         with anyio.fail_after(5):
@@ -147,7 +158,7 @@ async def test_cancelling_the_writer_appends_what_is_queued(event_log: EventLog)
         await group.start(writer.run)
         for n in range(50):
             writer.submit([published(f"i{n}")])
-        await anyio.sleep(0.01)  # the first append is running
+        await until(lambda: slow.started > 0)  # the first append is running
         group.cancel_scope.cancel()
 
     assert item_ids(event_log) == [f"i{n}" for n in range(50)]
@@ -176,7 +187,30 @@ async def test_flush_without_a_running_writer_appends_by_itself(event_log: Event
     with anyio.fail_after(5):
         async with anyio.create_task_group() as group:
             group.start_soon(writer.flush)
-            await anyio.sleep(0.05)
+            await until(lambda: event_log.head() == 1)  # the flush appended "a" by itself
             writer.fill(slot, [published("b")])
 
     assert item_ids(event_log) == ["a", "b"]
+
+
+async def test_an_append_timing_out_on_the_write_lock_is_retried_until_it_is_free(
+    engine: sa.Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    if engine.dialect.name == "sqlite":
+        pytest.skip("PostgreSQL only: SQLite serialises writers with BEGIN IMMEDIATE")
+    log = EventLog(engine, lock_timeout=0.05)
+    writer = writer_on(log)
+    with engine.connect() as holder:
+        holder.exec_driver_sql("LOCK TABLE event IN EXCLUSIVE MODE")  # another appender's lock
+        async with anyio.create_task_group() as group:
+            await group.start(writer.run)
+            writer.submit([published("a")])
+            await until(lambda: "its write lock was not free" in caplog.text)
+            assert writer.pending == 1
+            holder.rollback()
+            with anyio.fail_after(5):
+                await writer.flush()
+            group.cancel_scope.cancel()
+
+    assert item_ids(log) == ["a"]
+    log.close()
