@@ -81,6 +81,10 @@ class NodeDirectory(Protocol):
         """The node's cached item ids by first and by last publication (oldest first)."""
         ...
 
+    def oldest_item_ids(self, account: str, ref: NodeRef, limit: int) -> list[str]:
+        """The ids of the node's ``limit`` oldest cached items, in the service's order."""
+        ...
+
 
 class ReadModelDirectory:
     """:class:`NodeDirectory` over the read model in ``engine`` and an analyser registry."""
@@ -174,3 +178,16 @@ class ReadModelDirectory:
         by_creation = [row.item_id for row in sorted(rows, key=lambda r: r.creation_rank)]
         by_modification = [row.item_id for row in sorted(rows, key=lambda r: r.modification_rank)]
         return by_creation, by_modification
+
+    def oldest_item_ids(self, account: str, ref: NodeRef, limit: int) -> list[str]:
+        """The ``limit`` first item ids of the node in the service's order."""
+        node, item = pubsub_node.c, pubsub_item.c
+        query = (
+            sa.select(item.item_id)
+            .join_from(pubsub_item, pubsub_node, item.node_id == node.id)
+            .where(node.account == account, node.service == ref.service, node.node == ref.node)
+            .order_by(item.service_rank, item.id)
+            .limit(limit)
+        )
+        with self._engine.connect() as connection:
+            return list(connection.execute(query).scalars())

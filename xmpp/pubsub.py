@@ -236,6 +236,15 @@ class PubsubClient:
         items = reply_items(reply, "get item", service, node)
         return next((item for item in items if item.id == item_id), None)
 
+    async def get_items_by_id(
+        self, service: str, node: str, item_ids: list[str], *, timeout: float | None = None
+    ) -> list[Item]:
+        """The items of ``item_ids`` the node still holds (both servers leave out the others)."""
+        wanted = [ET.Element(f"{{{NS_PUBSUB}}}item", {"id": item_id}) for item_id in item_ids]
+        request = pubsub_request(NS_PUBSUB, "items", node, children=wanted)
+        reply = await self._send("get items by id", service, node, "get", request, timeout=timeout)
+        return reply_items(reply, "get items by id", service, node)
+
     async def get_items(
         self,
         service: str,

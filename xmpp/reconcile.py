@@ -6,7 +6,11 @@ know the limit. So the ingest asks for the node's item ids without payloads (dis
 the node, XEP-0060 §5.5) and compares them with the read model:
 
 - after a publication notification on a synced node whose limit the cache does not know from
-  its configuration (the publication may have evicted something), once per burst;
+  its configuration (the publication may have evicted something), once per burst. This one
+  starts with a probe: a server evicts the oldest items first, so when the few oldest items
+  the cache holds are still there (one ``<items>`` request naming them), nothing was evicted
+  and the listing is skipped. A 10k-item node's listing costs Prosody about as much as its
+  items (``pubsub-cache bench reconcile``); the probe costs a few items;
 - after a configuration notification (Prosody evicts at once when ``max_items`` is lowered);
 - periodically for every synced node.
 
@@ -64,6 +68,8 @@ class ReconcileOptions:
     fallback_interval: float = 300.0
     """Seconds at least between two syncs of a node the service will not list."""
     timeout: float = 30.0
+    probe: int = 4
+    """How many of the oldest cached items the probe after a publication asks for."""
 
 
 @dataclass
@@ -71,6 +77,8 @@ class ReconcileStats:
     """What the reconciler did so far."""
 
     checks: int = 0
+    probes: int = 0
+    """Checks after a publication that a probe settled without a listing."""
     differences: int = 0
     failures: int = 0
     fallbacks: int = 0
@@ -165,6 +173,9 @@ class Reconciler:
                 )
                 if limits is not None and limits.max_items is not None:
                     return False  # the projector evicts by the configured limit itself
+                if await self._oldest_still_there(client, ref):
+                    self.stats.probes += 1
+                    return False
             self.stats.checks += 1
             ids, complete = await self._list(client, ref, slots)
             cached = await anyio.to_thread.run_sync(
@@ -212,6 +223,17 @@ class Reconciler:
             if slots:
                 self.writer.fill(slots[-1], [event] if event is not None else [])
         return event is not None
+
+    async def _oldest_still_there(self, client: PubsubClient, ref: NodeRef) -> bool:
+        oldest = await anyio.to_thread.run_sync(
+            self.directory.oldest_item_ids, self.account, ref, self.options.probe
+        )
+        if not oldest:
+            return False  # nothing cached to probe with: list
+        found = await client.get_items_by_id(
+            ref.service, ref.node, oldest, timeout=self.options.timeout
+        )
+        return {item.id for item in found} >= set(oldest)
 
     async def _list(
         self, client: PubsubClient, ref: NodeRef, slots: list[Slot]

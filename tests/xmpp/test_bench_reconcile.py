@@ -41,7 +41,7 @@ def test_the_smallest_run_exits_0_and_ends_with_the_ratio_lines(
     assert ratios[0].endswith("backend=sqlite")
     assert not any(line.startswith("ratio=") for line in lines[:-backends])
     for server in ("prosody", "ejabberd"):
-        assert f"{server} sqlite: full/unchanged=" in result.stdout
+        assert f"{server} sqlite: full/probe=" in result.stdout
 
 
 def test_a_reconciliation_that_misses_an_eviction_fails_the_bench(
