@@ -115,7 +115,9 @@ def live_item(item: Item, parser: Parser | None, now: float) -> tuple[PageItem, 
     columns = parse_columns(item.payload, parser)
     published = columns.published or item.delay
     stamp = published.timestamp() if published is not None else now
-    page_item = PageItem(item.id, item.publisher, item.payload, columns.parsed, stamp, None)
+    page_item = PageItem(
+        item.id, item.publisher, item.payload, columns.parsed, stamp, None, columns.parse_error
+    )
     return page_item, stamp
 
 

@@ -82,6 +82,20 @@ async def test_live_answers_in_publication_order_are_parsed_like_the_projector_p
     assert page.items[0].published.isoformat() == "2026-01-01T00:00:00+00:00"
 
 
+async def test_a_live_item_that_does_not_parse_says_why_as_a_cached_one_does(
+    engine: Engine,
+) -> None:
+    big = "x" * 1_600_000  # over the parser's size limit
+    broken = f"<entry xmlns='http://www.w3.org/2005/Atom'><title>{big}</title></entry>"
+    async with Query.open(
+        engine, client=FakeService(items=[Item(id="x", payload=broken)])
+    ) as query:
+        page = await query.get_items(ACCOUNT, SERVICE, "news")
+
+    assert page.items[0].parse_error
+    assert page.items[0].as_dict()["parse_error"] == page.items[0].parse_error
+
+
 async def test_an_id_the_server_lists_twice_takes_its_last_place_and_payload(
     engine: Engine,
 ) -> None:
