@@ -132,15 +132,16 @@ class Projector:
         """The database the projector reads and writes."""
         return self._engine
 
-    def run_once(self) -> BatchResult:
-        """Apply at most one batch; says whether this projector holds the lease."""
+    def run_once(self, *, upto: int | None = None) -> BatchResult:
+        """Apply at most one batch (of events up to ``upto`` when given); says whether this
+        projector holds the lease."""
         try:
-            return self._batch(one_by_one=False)
+            return self._batch(one_by_one=False, upto=upto)
         except TRANSIENT:
             raise
         except Exception:
             log.exception("batch failed; applying it again one event at a time")
-            return self._batch(one_by_one=True)
+            return self._batch(one_by_one=True, upto=upto)
 
     def catch_up(self) -> int:
         """Apply batches until the log is exhausted; returns how many events were applied."""
@@ -260,7 +261,7 @@ class Projector:
             after = records[-1].position
         return applied, parked
 
-    def _batch(self, *, one_by_one: bool) -> BatchResult:
+    def _batch(self, *, one_by_one: bool, upto: int | None) -> BatchResult:
         now = time.time()
         with write_transaction(self._engine) as connection:
             position = checkpoint.acquire(
@@ -269,7 +270,11 @@ class Projector:
             if position is None:
                 return BatchResult(leader=False)
             records = read_batch(
-                connection, after=position, limit=self._batch_size, size=self._batch_bytes
+                connection,
+                after=position,
+                upto=upto,
+                limit=self._batch_size,
+                size=self._batch_bytes,
             )
             if not records:
                 return BatchResult(leader=True, position=position)

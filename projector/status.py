@@ -1,5 +1,6 @@
-"""What ``pubsub-cache status`` reports: the log's head, each checkpoint and its lag, parked
-events, nodes by sync state, rejected notifications. Read-only; safe while daemons run."""
+"""What ``pubsub-cache status`` reports: the log's head, each projector's checkpoint and its lag,
+a rebuild in progress (apart: it is not a projector, and a finished one leaves no checkpoint),
+parked events, nodes by sync state, rejected notifications. Read-only; safe while daemons run."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ from pubsub_cache.projector.schema import (
     pubsub_counter,
     pubsub_node,
 )
+
+#: The rebuild's checkpoint (projector/rebuild.py, which imports far more than a status needs).
+REBUILD = "rebuild"
 
 
 class CheckpointStatus(msgspec.Struct, frozen=True):
@@ -42,13 +46,16 @@ class Status(msgspec.Struct, frozen=True):
     nodes: dict[str, int]
     items: int
     rejected: int
+    rebuild: CheckpointStatus | None = None
+    """A rebuild (``replay``) begun and not finished: resumed by ``replay``, removed by
+    :func:`~pubsub_cache.projector.rebuild.discard_rebuild`."""
 
 
 def read_status(connection: Connection, *, now: float | None = None) -> Status:
     """The status of the cache stored on ``connection``'s database."""
     now = time.time() if now is None else now
     head = head_in(connection)
-    checkpoints = []
+    checkpoints, rebuild = [], None
     for row in connection.execute(sa.select(projector_checkpoint).order_by("name")):
         lag_seconds = 0.0
         if row.position < head:
@@ -59,11 +66,13 @@ def read_status(connection: Connection, *, now: float | None = None) -> Status:
             ).scalar()
             lag_seconds = max(0.0, now - oldest) if oldest is not None else 0.0
         expires = None if row.lease_expires is None else row.lease_expires - now
-        checkpoints.append(
-            CheckpointStatus(
-                row.name, row.position, head - row.position, lag_seconds, row.lease_owner, expires
-            )
+        point = CheckpointStatus(
+            row.name, row.position, head - row.position, lag_seconds, row.lease_owner, expires
         )
+        if row.name == REBUILD:
+            rebuild = point
+        else:
+            checkpoints.append(point)
     nodes: dict[str, int] = dict.fromkeys(SYNC_STATES, 0)
     counted = sa.select(pubsub_node.c.sync_state, sa.func.count()).group_by(
         pubsub_node.c.sync_state
@@ -71,11 +80,13 @@ def read_status(connection: Connection, *, now: float | None = None) -> Status:
     for state, count in connection.execute(counted):
         nodes[state] = count
     items = connection.execute(sa.select(sa.func.sum(pubsub_node.c.item_count))).scalar() or 0
-    parked = connection.execute(sa.select(sa.func.count()).select_from(parked_event)).scalar_one()
+    parked = connection.execute(
+        sa.select(sa.func.count()).where(parked_event.c.projector != REBUILD)
+    ).scalar_one()
     rejected = connection.execute(
         sa.select(sa.func.sum(pubsub_counter.c.value)).where(pubsub_counter.c.name == "rejected")
     ).scalar()
-    return Status(head, checkpoints, parked, nodes, int(items), int(rejected or 0))
+    return Status(head, checkpoints, parked, nodes, int(items), int(rejected or 0), rebuild)
 
 
 def as_builtins(status: Status) -> dict[str, Any]:
