@@ -6,7 +6,9 @@ equals live (tests/storage/test_compaction.py):
 
 - every event of a node before a ``cache-reset`` that covers it (the node row itself is gone);
 - item events (publish, sync page, retract) of a node before the node's last purge or delete;
-- publications (or sync pages) all of whose items are retracted later.
+- publications (or sync pages) all of whose items are retracted later, except on a node whose
+  ``max_items`` the cache learned from its configuration: there a publication may have evicted
+  another item, which a rebuild without it would keep.
 
 The first and the last remaining event of each node are always kept: they fix the node row's
 ``created_position`` and ``updated_position`` (and the first payload chose its analyser).
@@ -29,6 +31,7 @@ from pubsub_cache.events import (
     CacheReset,
     ItemsPublished,
     ItemsRetracted,
+    NodeConfigured,
     NodeDeleted,
     NodeEvent,
     NodePurged,
@@ -67,8 +70,11 @@ def compact(
     resets: list[tuple[int, CacheReset]] = []
     wipes: dict[NodeKey, int] = {}
     retracts: dict[tuple[NodeKey, str], int] = {}
+    limited: set[NodeKey] = set()  # nodes where publications evict (a known max_items)
     for position, event in _events(log, upto, batch, on_undecodable or _log_undecodable):
         match event:
+            case NodeConfigured(form=form) if form and "pubsub#max_items" in form:
+                limited.add((event.account, event.service, event.node))
             case CacheReset():
                 resets.append((position, event))
             case NodePurged() | NodeDeleted():
@@ -89,7 +95,8 @@ def compact(
         bound = bounds.setdefault(key, [position, position])
         bound[1] = position
         if isinstance(event, _ITEM_EVENTS) and (
-            position < wipes.get(key, 0) or _all_retracted_later(event, key, position, retracts)
+            position < wipes.get(key, 0)
+            or (key not in limited and _all_retracted_later(event, key, position, retracts))
         ):
             removable.append(position)
     kept = {position for bound in bounds.values() for position in bound}

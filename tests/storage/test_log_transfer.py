@@ -13,7 +13,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from helpers import ACCOUNT, SERVICE, at, atom, published, purged, retracted
-from pubsub_cache.events import CacheReset, Event, NodeDeleted, NotificationRejected
+from pubsub_cache.events import (
+    CacheReset,
+    Event,
+    NodeConfigured,
+    NodeDeleted,
+    NotificationRejected,
+)
 from pubsub_cache.events.db import create_engine
 from pubsub_cache.events.log import EventLog
 from pubsub_cache.events.transfer import (
@@ -144,3 +150,29 @@ def test_compaction_keeps_what_no_projector_has_applied(
     assert compact(engine) == 0  # no checkpoint yet: nothing is below it
     with engine.connect() as connection:
         assert connection.execute(sa.text("SELECT count(*) FROM event")).scalar() == 2
+
+
+def test_compaction_keeps_a_publication_that_evicted_on_a_node_with_a_known_limit(
+    engine: Engine, event_log: EventLog
+) -> None:
+    # max_items 2: publishing c evicts a; c is retracted later. Without c's publication a
+    # rebuild would keep a (projector/compact.py).
+    configured = NodeConfigured(
+        account=ACCOUNT,
+        service=SERVICE,
+        node="limited",
+        observed_at=at(0),
+        source="fetch",
+        form={"pubsub#max_items": ["2"]},
+    )
+    history = [configured, *(published(i, node="limited") for i in "abc")]
+    event_log.append([*history, retracted("c", node="limited"), published("d", node="other")])
+    Projector(engine, registry=default_registry()).catch_up()
+    live = digest(engine)
+
+    compact(engine)
+    with engine.begin() as connection:
+        for table in ("pubsub_item", "pubsub_node", "pubsub_counter", "projector_checkpoint"):
+            connection.execute(sa.text(f"DELETE FROM {table}"))
+    Projector(engine, registry=default_registry()).catch_up()
+    assert digest(engine) == live
