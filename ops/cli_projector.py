@@ -147,6 +147,7 @@ def status(app: AppContext, as_json: bool) -> None:
     click.echo(f"items: {report.items}")
     click.echo(f"parked events: {report.parked}")
     click.echo(f"rejected notifications: {report.rejected}")
+    click.echo(f"items that did not parse: {report.parse_errors}")
 
 
 @click.group()

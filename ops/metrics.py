@@ -57,6 +57,9 @@ def render(status: Status) -> str:
         "# HELP pubsub_cache_rejected_notifications_total Notifications refused as spoofed.",
         "# TYPE pubsub_cache_rejected_notifications_total counter",
         f"pubsub_cache_rejected_notifications_total {status.rejected}",
+        "# HELP pubsub_cache_parse_errors Cached items whose payload could not be parsed.",
+        "# TYPE pubsub_cache_parse_errors gauge",
+        f"pubsub_cache_parse_errors {status.parse_errors}",
     ]
     return "\n".join(lines) + "\n"
 

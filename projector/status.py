@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 
 from pubsub_cache.events.log import head_in
 from pubsub_cache.events.schema import event_table
+from pubsub_cache.projector.payloads import parse_error_count
 from pubsub_cache.projector.schema import (
     SYNC_STATES,
     parked_event,
@@ -49,6 +50,8 @@ class Status(msgspec.Struct, frozen=True):
     rebuild: CheckpointStatus | None = None
     """A rebuild (``replay``) begun and not finished: resumed by ``replay``, removed by
     :func:`~pubsub_cache.projector.rebuild.discard_rebuild`."""
+    parse_errors: int = 0
+    """Cached items whose payload could not be parsed (each with its reason)."""
 
 
 def read_status(connection: Connection, *, now: float | None = None) -> Status:
@@ -86,7 +89,16 @@ def read_status(connection: Connection, *, now: float | None = None) -> Status:
     rejected = connection.execute(
         sa.select(sa.func.sum(pubsub_counter.c.value)).where(pubsub_counter.c.name == "rejected")
     ).scalar()
-    return Status(head, checkpoints, parked, nodes, int(items), int(rejected or 0), rebuild)
+    return Status(
+        head,
+        checkpoints,
+        parked,
+        nodes,
+        int(items),
+        int(rejected or 0),
+        rebuild,
+        parse_errors=parse_error_count(connection),
+    )
 
 
 def as_builtins(status: Status) -> dict[str, Any]:

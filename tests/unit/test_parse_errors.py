@@ -123,6 +123,10 @@ def test_an_oversized_first_item_of_a_node_matched_by_namespace_records_why(
     with engine.connect() as connection:
         assert parse_error_count(connection) == 1
 
+    capsys.readouterr()
+    assert main(["status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["parse_errors"] == 1
+
 
 def test_a_payload_no_analyser_could_read_gets_its_reason(
     engine: Engine, event_log: EventLog
