@@ -42,7 +42,7 @@ def replay(
     With --verify, exits with status 3 when the rebuilt read model differs from the live one.
     """
     engine = app.engine(create=False)
-    rebuild = Rebuild(engine, default_registry(), live=name, batch_size=batch_size)
+    rebuild = Rebuild(engine, default_registry(), live=name, batch_size=batch_size, verify=verify)
     start = rebuild.prepare(fresh=fresh)
     if start and not as_json:
         click.echo(f"resuming the rebuild at position {start}", err=True)

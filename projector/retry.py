@@ -17,6 +17,7 @@ from pubsub_cache.events.schema import event_table
 from pubsub_cache.projector.analysers import AnalyserRegistry
 from pubsub_cache.projector.apply import BatchApplier
 from pubsub_cache.projector.parking import Scope, parked, parked_scopes, unpark
+from pubsub_cache.projector.runner import Partition
 from pubsub_cache.projector.schema import parked_event
 
 
@@ -24,6 +25,9 @@ def retry_parked(
     engine: Engine, registry: AnalyserRegistry, projector: str, *, scope: Scope | None = None
 ) -> tuple[int, int]:
     """Apply the parked events of ``projector`` again; returns (applied, still parked)."""
+    # A partition's parked command spanning nodes applies to the nodes it owns, as it would
+    # have in the partition's own batch.
+    owns = Partition.of_checkpoint(projector).node_filter
     applied = 0
     with write_transaction(engine) as connection:
         scopes = list(parked_scopes(connection, projector))
@@ -48,7 +52,7 @@ def retry_parked(
                 savepoint = connection.begin_nested()
                 try:
                     if body is not None:  # compacted away since: nothing left to apply
-                        applier = BatchApplier(connection, registry)
+                        applier = BatchApplier(connection, registry, owns=owns)
                         applier.apply(position, decode(body, position=position))
                         applier.finish()
                     savepoint.commit()

@@ -80,6 +80,15 @@ class Partition:
         """The checkpoint row of this partition."""
         return base if self.count == 1 else f"{base}/{self.index}-of-{self.count}"
 
+    @classmethod
+    def of_checkpoint(cls, name: str) -> Partition:
+        """The partition whose :meth:`checkpoint_name` is ``name`` (a whole projector's: 0 of 1)."""
+        _base, _, suffix = name.rpartition("/")
+        index, _, count = suffix.partition("-of-")
+        if index.isdigit() and count.isdigit() and int(index) < int(count):
+            return cls(int(index), int(count))
+        return cls()
+
 
 @dataclass(frozen=True)
 class BatchResult:
