@@ -183,7 +183,7 @@ async def _wait_for_item(node: Node, item_id: str, timeout: float = 20) -> None:
 
 
 async def _eventually_equal(
-    client: PubsubClient, node: Node, timeout: float = 30
+    client: PubsubClient, node: Node, timeout: float = 60
 ) -> list[tuple[str, str | None]]:
     # A daemon in another process: no idle signal to wait for, only the answers themselves.
     deadline = time.monotonic() + timeout
