@@ -88,7 +88,11 @@ class IngestOptions:
     reconnect: Backoff = field(default_factory=lambda: Backoff(initial=1.0, cap=60.0))
     sync_retry: Backoff = field(default_factory=lambda: Backoff(initial=5.0, cap=300.0))
     sync_concurrency: int = 4
-    page_size: int = 100
+    page_size: int = 1000
+    """Items asked for per page. ejabberd 23.01 pays about the same per RSM page whatever its
+    size (a 5k-item node: 9.7 s in pages of 100, 1.0 s in pages of 1000); Prosody ignores RSM,
+    and a whole-node answer exactly this long counts as possibly capped (PARTIAL), which at
+    1000, its memory store's default cap, is the truth."""
     sync_limit: int | None = 100_000
     """Items fetched at most per sync (beyond: PARTIAL): a service cannot page us forever."""
     request_poll: float = 2.0
