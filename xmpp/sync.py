@@ -93,7 +93,7 @@ async def sync_node(
     service: str,
     node: str,
     *,
-    page_size: int = 100,
+    page_size: int = 1000,
     limit: int | None = None,
     clock: Clock = utc_now,
     order: ServiceOrder | None = None,
