@@ -1,45 +1,49 @@
-"""The async query library (anyio on its asyncio backend): cached reads, live fallback, search.
+"""The async query library (anyio on its asyncio backend): cached reads, live fallback, search,
+the change feed.
 
 ::
 
     async with Query.open("sqlite:///cache.sqlite3", client=xmpp) as query:  # a ClientXMPP
         page = await query.get_items(account, service, node, rsm=RsmRequest(max=20, before=""))
+        async for change in query.watch(account, service, node):
+            ...
 
 A node the cache holds completely (COMPLETED, or PARTIAL when the request only needs what is
 there) is answered from the read model. Any other node is read live through ``client`` (the
 program's own XMPP session, for ``account``: a slixmpp ``ClientXMPP`` or our ``PubsubClient``),
 or raises :class:`NotCached` without one. The first read of a node an analyser marks to sync
-also records a ``SyncRequested`` event, which the daemon carries out.
+also records a ``SyncRequested`` event, which the ingest carries out. What a read does is
+:class:`~.core.QueryCore`'s; this shell only says where it runs.
 
 Threads: on SQLite, cached reads run in the event loop's thread. They take tens of
 microseconds (a page of 20 from a 100k-item node: see ``pubsub-cache bench read``), less than a
 hop to a worker thread costs, and WAL readers never wait for the writer. On PostgreSQL they
-run in a worker thread, as do searches and appends to the log everywhere.
+run in a worker thread, as do searches, waits and appends to the log everywhere.
 """
 
 from __future__ import annotations
 
 import functools
-import time
-from collections.abc import Callable, Iterable, Sequence
+import threading
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import anyio
+import anyio.to_thread
 
 from pubsub_cache.events.db import is_sqlite
 from pubsub_cache.events.log import EventLog
 from pubsub_cache.projector.analysers import AnalyserRegistry
-from pubsub_cache.projector.payloads import payload_namespace
 
-from .core import Database, QueryCore, check_order
-from .errors import ProjectionTimeout
+from .cache import CacheAnswer
+from .core import Database, QueryCore
 from .filters import Filter
-from .live import fetch_item, fetch_node, live_item, live_page
 from .model import NodeState, Page, PageItem, RsmRequest, SearchResult
-from .nodes import LIVE_PROJECTOR, checkpoint_position, list_nodes, node_state
+from .nodes import LIVE_PROJECTOR, list_nodes, node_state
 from .search import search
+from .watch import Change, ChangeFeed
 
 if TYPE_CHECKING:
     from slixmpp import ClientXMPP
@@ -48,6 +52,9 @@ if TYPE_CHECKING:
     from pubsub_cache.xmpp.pubsub import PubsubClient
 
 T = TypeVar("T")
+
+#: Seconds a change feed waits in a worker thread before it looks again.
+WATCH_SLICE = 1.0
 
 
 def as_pubsub_client(client: PubsubClient | ClientXMPP | None) -> PubsubClient | None:
@@ -121,9 +128,7 @@ class Query:
         newest ``max_items``; ``rsm`` pages through it. ``Page.order`` names the order the items
         are in (a live read can only give the service's).
         """
-        core = self._core
-        answer = await self._read(
-            core.cached_items,
+        answer = await self.cached_items(
             account,
             service,
             node,
@@ -134,36 +139,50 @@ class Query:
         )
         if answer.page is not None:
             return answer.page
-        client, why = core.live_client(self.client, account)
-        reason = answer.reason or "not cached"
-        if client is None:
-            raise await self._write(
-                core.not_cached, account, service, node, answer.node, reason, why
-            )
-        cap = None
-        if answer.node is not None:
-            cap = await self._read(core.max_items_of, account, service, node)
-        live = await fetch_node(client, service, node, timeout=self.live_timeout, max_items=cap)
-        namespace = live.namespace
-        requested = await self._write(
-            core.request_sync, account, service, node, answer.node, namespace
-        )
-        build = functools.partial(
-            live_page,
-            live,
-            core.parser_for(service, node, namespace),
-            service=service,
-            node=node,
-            order=check_order(order_by),
-            service_order=answer.node.item_order if answer.node is not None else None,
-            rsm=rsm,
+        return await self._core.live_items(
+            self.client,
+            answer,
+            account,
+            service,
+            node,
             item_ids=item_ids,
             max_items=max_items,
-            sync_requested=requested,
+            rsm=rsm,
+            order_by=order_by,
+            timeout=self.live_timeout,
         )
-        if len(live.items) > 64:  # parsing a large node is worth a thread
-            return await anyio.to_thread.run_sync(build)
-        return build()
+
+    async def cached_items(
+        self,
+        account: str,
+        service: str,
+        node: str,
+        *,
+        item_ids: Sequence[str] | None = None,
+        max_items: int | None = None,
+        rsm: RsmRequest | None = None,
+        order_by: str = "service",
+    ) -> CacheAnswer:
+        """The cache's own answer to :meth:`get_items` (never live): a page, or why not."""
+        return await self._read(
+            self._core.cached_items,
+            account,
+            service,
+            node,
+            item_ids=item_ids,
+            max_items=max_items,
+            rsm=rsm,
+            order_by=order_by,
+        )
+
+    async def request_sync(
+        self, answer: CacheAnswer, account: str, service: str, node: str, namespace: str | None
+    ) -> bool:
+        """After a read the cache could not answer (``answer``) and that was answered elsewhere
+        (payloads in ``namespace``): ask for the node's sync if it is one to sync; returns
+        whether a sync of it is pending."""
+        core = self._core
+        return await self._write(core.request_sync, account, service, node, answer.node, namespace)
 
     async def get_item(
         self, account: str, service: str, node: str, item_id: str
@@ -173,15 +192,9 @@ class Query:
         row, item, reason = await self._read(core.cached_item, account, service, node, item_id)
         if reason is None:
             return item
-        client, why = core.live_client(self.client, account)
-        if client is None:
-            raise await self._write(core.not_cached, account, service, node, row, reason, why)
-        found = await fetch_item(client, service, node, item_id, timeout=self.live_timeout)
-        namespace = payload_namespace(found.payload) if found is not None else None
-        await self._write(core.request_sync, account, service, node, row, namespace)
-        if found is None:
-            return None
-        return live_item(found, core.parser_for(service, node, namespace), time.time())[0]
+        return await core.live_item(
+            self.client, row, reason, account, service, node, item_id, timeout=self.live_timeout
+        )
 
     async def nodes(
         self,
@@ -217,17 +230,37 @@ class Query:
         """Wait until the read model reflects the log up to ``position`` (read-your-writes):
         every checkpoint of ``projector`` (the live one, ``main``, and its partitions) reached
         it. Returns the position reached, or raises :class:`ProjectionTimeout`."""
-        deadline = time.monotonic() + timeout
-        delay = 0.005
+        return await self._blocking(
+            functools.partial(self._core.wait_for, position, timeout, projector=projector)
+        )
+
+    async def watch(
+        self,
+        account: str,
+        service: str | None = None,
+        node: str | None = None,
+        after: int | None = None,
+        *,
+        projector: str | None = LIVE_PROJECTOR,
+    ) -> AsyncGenerator[Change, None]:
+        """The read model's changes of ``account`` (of ``service``, of ``node``), in log order,
+        each once ``projector`` applied it (see :mod:`.watch`): those after position ``after``,
+        or from now on. Never ends; woken by the log."""
+        feed = ChangeFeed(
+            self.engine,
+            self._core.event_log(),
+            account,
+            service=service,
+            node=node,
+            projector=projector,
+        )
+        position = await self._read(feed.start, after)
         while True:
-            reached = await self._read(checkpoint_position, self.engine, projector)
-            if reached is not None and reached >= position:
-                return reached
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise ProjectionTimeout(position, reached=reached, seconds=timeout)
-            await anyio.sleep(min(delay, remaining))
-            delay = min(delay * 2, 0.05)
+            changes, position = await self._blocking(
+                functools.partial(feed.next, position, timeout=WATCH_SLICE)
+            )
+            for change in changes:
+                yield change
 
     async def search(
         self,
@@ -263,6 +296,16 @@ class Query:
             offset=offset,
         )
         return await anyio.to_thread.run_sync(run)
+
+    async def _blocking(self, wait: Callable[..., T]) -> T:
+        # A wait in a worker thread that a cancellation ends (``stop``) rather than abandons.
+        stop = threading.Event()
+        try:
+            return await anyio.to_thread.run_sync(
+                functools.partial(wait, stop=stop), abandon_on_cancel=True
+            )
+        finally:
+            stop.set()
 
     async def _read(self, function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         if self._inline:

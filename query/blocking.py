@@ -9,30 +9,31 @@
     with BlockingQuery.open(url, connect=connect) as query:            # with live reads
         ...
 
-Cached reads and searches run in the caller's thread, with no event loop. Live reads (slixmpp
-is asyncio only) go through an anyio blocking portal: a thread running an asyncio loop in which
-the XMPP session was opened.
+A thin shell over :class:`~.core.QueryCore`, which does what :class:`~.api.Query` does: cached
+reads, searches, waits and the change feed run in the caller's thread, with no event loop. Live
+reads (slixmpp is asyncio only) go through an anyio blocking portal: a thread running an
+asyncio loop in which the XMPP session was opened.
 """
 
 from __future__ import annotations
 
 import functools
-import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
+from sqlalchemy.engine import Engine
 
-from .api import Query
-from .core import Database
-from .errors import ProjectionTimeout
+from .api import WATCH_SLICE, as_pubsub_client
+from .core import Database, QueryCore
 from .filters import Filter
 from .model import NodeState, Page, PageItem, RsmRequest, SearchResult
-from .nodes import LIVE_PROJECTOR, checkpoint_position, list_nodes, node_state
+from .nodes import LIVE_PROJECTOR, list_nodes, node_state
 from .rows import NodeRow
 from .search import search
+from .watch import Change, ChangeFeed
 
 if TYPE_CHECKING:
     from pubsub_cache.xmpp.pubsub import PubsubClient
@@ -50,12 +51,14 @@ class BlockingQuery:
         *,
         client: PubsubClient | None = None,
         portal: BlockingPortal | None = None,
+        live_timeout: float = 10.0,
         **options: Any,
     ) -> None:
         if client is not None and portal is None:
             raise ValueError("a live client needs the blocking portal its session runs in")
-        self._query = Query(database, client=client, **options)
-        self._core = self._query._core
+        self._core = QueryCore(database, **options)
+        self.client = as_pubsub_client(client)
+        self.live_timeout = live_timeout
         self._portal = portal
 
     @classmethod
@@ -83,13 +86,13 @@ class BlockingQuery:
                 query.close()
 
     @property
-    def engine(self) -> Any:
+    def engine(self) -> Engine:
         """The database the read model is in."""
         return self._core.engine
 
     def close(self) -> None:
         """Release the connections this object opened."""
-        self._query.close()
+        self._core.close()
 
     def get_items(
         self,
@@ -103,36 +106,31 @@ class BlockingQuery:
         order_by: str = "service",
     ) -> Page:
         """As :meth:`Query.get_items <pubsub_cache.query.api.Query.get_items>`."""
-        answer = self._core.cached_items(
-            account,
-            service,
-            node,
-            item_ids=item_ids,
-            max_items=max_items,
-            rsm=rsm,
-            order_by=order_by,
-        )
+        request: dict[str, Any] = {
+            "item_ids": item_ids,
+            "max_items": max_items,
+            "rsm": rsm,
+            "order_by": order_by,
+        }
+        core = self._core
+        answer = core.cached_items(account, service, node, **request)
         if answer.page is not None:
             return answer.page
-        call = functools.partial(
-            self._query.get_items,
-            account,
-            service,
-            node,
-            item_ids=item_ids,
-            max_items=max_items,
-            rsm=rsm,
-            order_by=order_by,
+        read = functools.partial(
+            core.live_items, self.client, answer, account, service, node, **request
         )
-        return self._live(call, account, service, node, answer.node, answer.reason)
+        return self._live(read, account, service, node, answer.node, answer.reason)
 
     def get_item(self, account: str, service: str, node: str, item_id: str) -> PageItem | None:
         """As :meth:`Query.get_item <pubsub_cache.query.api.Query.get_item>`."""
-        row, item, reason = self._core.cached_item(account, service, node, item_id)
+        core = self._core
+        row, item, reason = core.cached_item(account, service, node, item_id)
         if reason is None:
             return item
-        call = functools.partial(self._query.get_item, account, service, node, item_id)
-        return self._live(call, account, service, node, row, reason)
+        read = functools.partial(
+            core.live_item, self.client, row, reason, account, service, node, item_id
+        )
+        return self._live(read, account, service, node, row, reason)
 
     def nodes(self, account: str, **filters: Any) -> list[NodeState]:
         """As :meth:`Query.nodes <pubsub_cache.query.api.Query.nodes>`."""
@@ -146,17 +144,30 @@ class BlockingQuery:
         self, position: int, timeout: float = 10.0, *, projector: str | None = LIVE_PROJECTOR
     ) -> int:
         """As :meth:`Query.wait_for <pubsub_cache.query.api.Query.wait_for>`."""
-        deadline = time.monotonic() + timeout
-        delay = 0.005
+        return self._core.wait_for(position, timeout, projector=projector)
+
+    def watch(
+        self,
+        account: str,
+        service: str | None = None,
+        node: str | None = None,
+        after: int | None = None,
+        *,
+        projector: str | None = LIVE_PROJECTOR,
+    ) -> Generator[Change, None, None]:
+        """As :meth:`Query.watch <pubsub_cache.query.api.Query.watch>`: a plain iterator."""
+        feed = ChangeFeed(
+            self.engine,
+            self._core.event_log(),
+            account,
+            service=service,
+            node=node,
+            projector=projector,
+        )
+        position = feed.start(after)
         while True:
-            reached = checkpoint_position(self.engine, projector)
-            if reached is not None and reached >= position:
-                return reached
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise ProjectionTimeout(position, reached=reached, seconds=timeout)
-            time.sleep(min(delay, remaining))
-            delay = min(delay * 2, 0.05)
+            changes, position = feed.next(position, timeout=WATCH_SLICE)
+            yield from changes
 
     def search(
         self,
@@ -181,14 +192,15 @@ class BlockingQuery:
 
     def _live(
         self,
-        call: Callable[[], Awaitable[T]],
+        read: Callable[..., Awaitable[T]],
         account: str,
         service: str,
         node: str,
         row: NodeRow | None,
         reason: str | None,
     ) -> T:
-        client, why = self._core.live_client(self._query.client, account)
-        if client is None or self._portal is None:
-            raise self._core.not_cached(account, service, node, row, reason or "not cached", why)
-        return self._portal.call(call)
+        # The live half runs in the loop the session lives in; without one, it would only
+        # raise NotCached, which needs no loop.
+        if self._portal is None:
+            raise self._core.not_cached(account, service, node, row, reason or "not cached", "")
+        return self._portal.call(functools.partial(read, timeout=self.live_timeout))

@@ -1,16 +1,24 @@
-"""What the async and the blocking query facades share: the cache reader, the analysers that say
-which nodes are synced, and the sync requests a read records.
+"""The query library's one implementation; :class:`~.api.Query` (async) and
+:class:`~.blocking.BlockingQuery` are shells that only decide where it runs.
 
-Everything here is synchronous; the facades decide which thread it runs on.
+The cached half of every read is synchronous (the facades decide which thread it runs on): the
+cache reader, the analysers that say which nodes are synced, the sync requests a read records,
+the wait for the projector. The live half (:meth:`QueryCore.live_items`,
+:meth:`QueryCore.live_item`) is a coroutine: the async facade awaits it, the blocking one runs it
+in the event loop its XMPP session lives in.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import anyio
+import anyio.to_thread
 from sqlalchemy.engine import URL, Engine
 
 from pubsub_cache.events.db import create_engine
@@ -18,11 +26,13 @@ from pubsub_cache.events.log import EventLog
 from pubsub_cache.events.types import SyncRequested
 from pubsub_cache.projector.analysers import AnalyserRegistry, NodeInfo, default_registry
 from pubsub_cache.projector.parsers import Parser
+from pubsub_cache.projector.payloads import payload_namespace
 
 from .cache import CacheAnswer, CacheReader
-from .errors import InvalidOrder, InvalidQuery, NotCached
-from .model import ORDERS, Order, PageItem, RsmRequest
-from .nodes import configured_max_items, node_state
+from .errors import InvalidOrder, InvalidQuery, NotCached, ProjectionTimeout
+from .live import fetch_item, fetch_node, live_item, live_page
+from .model import ORDERS, Order, Page, PageItem, RsmRequest
+from .nodes import LIVE_PROJECTOR, checkpoint_position, configured_max_items, node_state
 from .rows import NodeRow
 
 if TYPE_CHECKING:
@@ -150,6 +160,99 @@ class QueryCore:
                 self._requested.discard(key)
             raise
         return True
+
+    async def live_items(
+        self,
+        client: PubsubClient | None,
+        answer: CacheAnswer,
+        account: str,
+        service: str,
+        node: str,
+        *,
+        item_ids: Sequence[str] | None,
+        max_items: int | None,
+        rsm: RsmRequest | None,
+        order_by: str,
+        timeout: float,
+    ) -> Page:
+        """The live half of ``get_items``, for a node the cache could not answer (``answer``):
+        the node read through ``client`` (:class:`NotCached` without one for ``account``), and
+        a sync requested when the node is one to sync."""
+        run = anyio.to_thread.run_sync
+        live_client, why = self.live_client(client, account)
+        if live_client is None:
+            reason = answer.reason or "not cached"
+            raise await run(self.not_cached, account, service, node, answer.node, reason, why)
+        cap = None
+        if answer.node is not None:
+            cap = await run(self.max_items_of, account, service, node)
+        live = await fetch_node(live_client, service, node, timeout=timeout, max_items=cap)
+        namespace = live.namespace
+        requested = await run(self.request_sync, account, service, node, answer.node, namespace)
+        build = functools.partial(
+            live_page,
+            live,
+            self.parser_for(service, node, namespace),
+            service=service,
+            node=node,
+            order=check_order(order_by),
+            service_order=answer.node.item_order if answer.node is not None else None,
+            rsm=rsm,
+            item_ids=item_ids,
+            max_items=max_items,
+            sync_requested=requested,
+        )
+        if len(live.items) > 64:  # parsing a large node is worth a thread
+            return await run(build)
+        return build()
+
+    async def live_item(
+        self,
+        client: PubsubClient | None,
+        row: NodeRow | None,
+        reason: str,
+        account: str,
+        service: str,
+        node: str,
+        item_id: str,
+        *,
+        timeout: float,
+    ) -> PageItem | None:
+        """The live half of ``get_item`` (as :meth:`live_items`)."""
+        run = anyio.to_thread.run_sync
+        live_client, why = self.live_client(client, account)
+        if live_client is None:
+            raise await run(self.not_cached, account, service, node, row, reason, why)
+        found = await fetch_item(live_client, service, node, item_id, timeout=timeout)
+        namespace = payload_namespace(found.payload) if found is not None else None
+        await run(self.request_sync, account, service, node, row, namespace)
+        if found is None:
+            return None
+        return live_item(found, self.parser_for(service, node, namespace), time.time())[0]
+
+    def wait_for(
+        self,
+        position: int,
+        timeout: float,
+        *,
+        projector: str | None = LIVE_PROJECTOR,
+        stop: threading.Event | None = None,
+    ) -> int:
+        """Block until every checkpoint of ``projector`` reached ``position``; returns the
+        position reached, or raises :class:`ProjectionTimeout` (also when ``stop`` is set)."""
+        # The checkpoint row is polled: the projector announces nothing (the log does).
+        stop = stop or threading.Event()
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            reached = checkpoint_position(self.engine, projector)
+            if reached is not None and reached >= position:
+                return reached
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or stop.is_set():
+                raise ProjectionTimeout(position, reached=reached, seconds=timeout)
+            stop.wait(min(delay, remaining))
+            delay = min(delay * 2, 0.05)
 
     def parser_for(self, service: str, node: str, namespace: str | None) -> Parser | None:
         """The parser the projector would use for the node's payloads."""
