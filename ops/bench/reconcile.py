@@ -1,7 +1,7 @@
 """``pubsub-cache bench reconcile``: what a reconciliation of a large node costs beside the
 full re-read it replaces, on a local Prosody and a local ejabberd, on each database backend.
 
-On each server a publisher fills one node with N XEP-0277 Atom entries (N = 10,000; 1,000
+On each server a publisher fills one node with N XEP-0277 Atom entries (N = 10,000; 2,000
 with ``--quick``; 32 publishes in flight). The cache account syncs it once through
 ``sync_node`` into an :class:`EventWriter` on a scratch database and the projector catches up:
 the read model holds the node COMPLETED with N items. Then, several times each:
@@ -26,7 +26,7 @@ Printed per server and backend: full re-fetch / unchanged listing, and full re-f
 ``ratio`` = full re-fetch median / the check after a publication (the probe: the frequent one;
 the listing runs for it only when something is gone, and periodically), on the server where it
 is lowest (the worst case), one line per backend, last; target 5. Any wrong count or log
-movement exits with status 1. (Don't choose N = 100, the sync's page size: Prosody's whole-node
+movement exits with status 1. (Don't choose N = 1000, the sync's page size: Prosody's whole-node
 reply of exactly that many items may be capped, so the sync is rightly PARTIAL and the bench
 fails.)
 
@@ -94,7 +94,7 @@ class Plan:
     evict_runs: int
 
 
-QUICK = Plan(items=1_000, full_runs=3, check_runs=5, evict_runs=2)
+QUICK = Plan(items=2_000, full_runs=3, check_runs=5, evict_runs=2)
 DEFAULT = Plan(items=10_000, full_runs=5, check_runs=10, evict_runs=3)
 
 
