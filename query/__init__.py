@@ -34,11 +34,13 @@ from .model import (
     SearchHit,
     SearchResult,
 )
+from .watch import Change
 
 __all__ = [
     "OPERATORS",
     "ORDERS",
     "BlockingQuery",
+    "Change",
     "Filter",
     "InvalidFilterValue",
     "InvalidOperator",
