@@ -101,6 +101,24 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
         yield connection
 
 
+@contextmanager
+def driver_cursor(connection: Connection, statement: str) -> Iterator[Any]:
+    """The driver's own cursor on ``connection``'s transaction, for what Core cannot say
+    (PostgreSQL COPY, several statements in one round trip). Driver errors are raised as
+    SQLAlchemy's (``statement`` names the work in them), as Core's own statements raise them,
+    so callers and the outage handling see one family of errors."""
+    error = connection.dialect.loaded_dbapi.Error
+    cursor = connection.connection.cursor()
+    try:
+        yield cursor
+    except error as exc:
+        raise sa.exc.DBAPIError.instance(
+            statement, None, exc, error, dialect=connection.dialect
+        ) from exc
+    finally:
+        cursor.close()
+
+
 def is_sqlite(engine: Engine | Connection) -> bool:
     """Whether ``engine`` talks to SQLite (as opposed to PostgreSQL)."""
     return engine.dialect.name == "sqlite"

@@ -4,7 +4,9 @@ Both sides write the same rows (account, service, node, type, time, msgpack body
 carrying an ~800-byte Atom entry) into tables of the same shape in the same database, one
 transaction per batch. Ours also validates and encodes each event, and on PostgreSQL takes the
 table lock that keeps positions in commit order, draws positions back and sends NOTIFY.
-Rounds alternate ours and raw, and the best round of each is kept.
+Rounds alternate ours and raw, and the best round of each is kept. Each case then checks what
+was written: both tables hold every row once, and the positions ``append`` returned are the
+stored ones. Prints, last, one ``ratio=`` line per backend (batches of 1,000, target 0.8).
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine
 
 from pubsub_cache.events import encode
 from pubsub_cache.events.db import create_engine
@@ -23,12 +28,14 @@ from pubsub_cache.migrations.api import upgrade
 from pubsub_cache.ops.scratch import scratch_postgres, sqlite_url
 
 from .payloads import publish_events
-from .report import best_rate, print_table
+from .report import BenchFailure, best_rate, print_ratio, print_table
 
 _RAW_TABLE = """CREATE TABLE event_raw (
     position {pk},
     account TEXT NOT NULL, service TEXT NOT NULL, node TEXT NOT NULL,
     type VARCHAR(64) NOT NULL, recorded_at {float} NOT NULL, body {blob} NOT NULL)"""
+_RAW_COUNT = "SELECT count(*) FROM event_raw"
+_POSITIONS = "SELECT position FROM event ORDER BY position"
 _RAW_INSERT = (
     "INSERT INTO event_raw (account, service, node, type, recorded_at, body) "
     "VALUES ({p}, {p}, {p}, {p}, {p}, {p})"
@@ -43,29 +50,36 @@ class Case:
     events: int
 
 
+#: The batch size the ratio is taken at, and the ratio to reach there.
+TARGET_BATCH = 1000
+TARGET = 0.8
+
 QUICK = (Case(1, 300), Case(100, 10_000), Case(1000, 30_000))
 FULL = (Case(1, 2_000), Case(100, 50_000), Case(1000, 200_000))
 
 
-def run(*, quick: bool, postgres_url: str | None, rounds: int = 5) -> float:
-    """Run every case on SQLite (and PostgreSQL); print the table; return the ratio printed."""
+def run(*, quick: bool, postgres_url: str | None, rounds: int = 5) -> dict[str, float]:
+    """Run every case on SQLite (and PostgreSQL); print the table; return the ratio by backend."""
     cases = QUICK if quick else FULL
     rows: list[list[object]] = []
-    ratio = 0.0
+    ratios: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="pubsub-cache-bench-") as folder:
         for case in cases:
             ours, raw = _measure_sqlite(Path(folder), case, rounds)
             rows.append(["sqlite", case.batch, case.events, ours, raw, ours / raw])
-            if case.batch == 1000:
-                ratio = ours / raw
+            if case.batch == TARGET_BATCH:
+                ratios["sqlite"] = ours / raw
     if postgres_url:
         for case in cases:
             with scratch_postgres(postgres_url, prefix="bench") as url:
                 ours, raw = _measure_postgres(url, case, rounds)
             rows.append(["postgresql", case.batch, case.events, ours, raw, ours / raw])
+            if case.batch == TARGET_BATCH:
+                ratios["postgresql"] = ours / raw
     print_table(["database", "batch", "events", "ours ev/s", "raw ev/s", "ours/raw"], rows)
-    print(f"ratio={ratio:.2f} target=0.8")
-    return ratio
+    for backend, ratio in ratios.items():
+        print_ratio(ratio, TARGET, backend)
+    return ratios
 
 
 def _batches(case: Case, start: int) -> list[list]:  # type: ignore[type-arg]
@@ -92,7 +106,9 @@ def _measure_sqlite(folder: Path, case: Case, rounds: int) -> tuple[float, float
         raw.execute("COMMIT")
 
     try:
-        return _alternate(case, rounds, log.append, raw_append)
+        rates, positions = _alternate(case, rounds, log.append, raw_append)
+        _check(case, rounds, positions, _stored(engine), raw.execute(_RAW_COUNT).fetchone())
+        return rates
     finally:
         raw.close()
         log.close()
@@ -117,26 +133,53 @@ def _measure_postgres(url: str, case: Case, rounds: int) -> tuple[float, float]:
             cursor.executemany(insert, batch)
 
     try:
-        return _alternate(case, rounds, log.append, raw_append)
+        rates, positions = _alternate(case, rounds, log.append, raw_append)
+        _check(case, rounds, positions, _stored(engine), raw.execute(_RAW_COUNT).fetchone())
+        return rates
     finally:
         raw.close()
         log.close()
         engine.dispose()
 
 
+def _stored(engine: Engine) -> list[int]:
+    with engine.connect() as connection:
+        return list(connection.exec_driver_sql(_POSITIONS).scalars())
+
+
+def _check(case: Case, rounds: int, returned: list[int], stored: list[int], raw: Any) -> None:
+    """A fast wrong answer fails: every row written once, positions as ``append`` said."""
+    expected = case.events * rounds
+    if len(returned) != expected or sorted(returned) != stored:
+        raise BenchFailure(
+            f"batch {case.batch}: append returned {len(returned)} positions for {expected} "
+            f"events, the log holds {len(stored)} rows, not the same positions"
+        )
+    if returned != sorted(set(returned)):
+        raise BenchFailure(f"batch {case.batch}: positions not increasing in append order")
+    if raw is None or raw[0] != expected:
+        raise BenchFailure(f"batch {case.batch}: the raw table holds {raw} rows, not {expected}")
+
+
 def _alternate(
     case: Case,
     rounds: int,
-    ours: Callable[[list], object],  # type: ignore[type-arg]
+    ours: Callable[[list], list[int]],  # type: ignore[type-arg]
     raw: Callable[[list[tuple[object, ...]]], None],
-) -> tuple[float, float]:
+) -> tuple[tuple[float, float], list[int]]:
+    """Best rates of (ours, raw), and every position ``ours`` returned, in call order."""
     ours_rates: list[float] = []
     raw_rates: list[float] = []
+    positions: list[int] = []
+
+    def ours_append(batch: list) -> None:  # type: ignore[type-arg]
+        positions.extend(ours(batch))
+
     for number in range(rounds):
         batches = _batches(case, start=number * case.events)
         # The raw side gets the very rows ours would write, encoded ahead of time.
         raw_batches = [_rows(batch, [encode(e) for e in batch]) for batch in batches]
-        sides = [(ours, batches, ours_rates), (raw, raw_batches, raw_rates)]
+        sides = [(ours_append, batches, ours_rates), (raw, raw_batches, raw_rates)]
         if number % 2:  # whoever goes second may inherit the other's WAL checkpoint
             sides.reverse()
         for append, work, rates in sides:
@@ -144,4 +187,4 @@ def _alternate(
             for batch in work:
                 append(batch)
             rates.append(case.events / (time.perf_counter() - start))
-    return best_rate(ours_rates), best_rate(raw_rates)
+    return (best_rate(ours_rates), best_rate(raw_rates)), positions

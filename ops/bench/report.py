@@ -4,10 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pubsub_cache.errors import PubsubCacheError
+
+
+class BenchFailure(PubsubCacheError):
+    """Raised when a benchmark's own check of its result fails: a fast wrong answer."""
+
 
 def best_rate(runs: Sequence[float]) -> float:
     """The best of several rates: the run least disturbed by the rest of the machine."""
     return max(runs)
+
+
+def print_ratio(ratio: float, target: float, backend: str) -> None:
+    """The closing line of a benchmark, one per backend: ``ratio=X target=Y backend=B``."""
+    print(f"ratio={ratio:.2f} target={target:g} backend={backend}")
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
