@@ -6,37 +6,42 @@ database applies pending migrations first (DESIGN: migrations run by themselves 
 A database is created only by a command that writes (``run``, ``sync``, ``purge``,
 ``log import``, ``db upgrade``...), and an SQLite file's folder only at the default (XDG)
 location: a typo in an explicit URL must not start an empty cache somewhere else.
+
+Imports of the database side happen where they are first needed, not at the top: ``--help``
+imports this module and must not pay for SQLAlchemy (tests/cli/test_startup.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sqlalchemy.engine import Engine, make_url
+if TYPE_CHECKING:
+    from pathlib import Path
 
-from pubsub_cache.events.db import DatabaseUnavailable, check_reachable, create_engine, safe_url
-from pubsub_cache.events.log import EventLog
-from pubsub_cache.migrations.api import ensure_schema
+    from sqlalchemy.engine import Engine
 
-from .settings import PREFIX, Settings, load_settings
+    from pubsub_cache.events.log import EventLog
+
+    from .settings import Settings
 
 
-@dataclass
 class AppContext:
     """Lazily built dependencies of one command invocation."""
 
-    config_file: Path | None = None
-    json_output: bool = False
-    """Whether the command was asked for ``--json`` (errors are then JSON objects too)."""
-    _settings: Settings | None = field(default=None, init=False)
-    _engine: Engine | None = field(default=None, init=False)
-    _log: EventLog | None = field(default=None, init=False)
+    def __init__(self, config_file: Path | None = None, *, json_output: bool = False) -> None:
+        self.config_file = config_file
+        self.json_output = json_output
+        """Whether the command was asked for ``--json`` (errors are then JSON objects too)."""
+        self._settings: Settings | None = None
+        self._engine: Engine | None = None
+        self._log: EventLog | None = None
 
     @property
     def settings(self) -> Settings:
         """The settings, from the environment and the ``--config`` file."""
         if self._settings is None:
+            from .settings import load_settings
+
             self._settings = load_settings(config_file=self.config_file)
         return self._settings
 
@@ -46,6 +51,8 @@ class AppContext:
         With ``create=False`` (read-only commands) a missing SQLite file is an error.
         """
         if self._engine is None:
+            from pubsub_cache.migrations.api import ensure_schema
+
             settings = self.settings
             engine = open_engine(
                 settings.database_url, create=create, default=settings.database_is_default
@@ -58,6 +65,8 @@ class AppContext:
     def event_log(self, *, create: bool = True) -> EventLog:
         """The event log in the configured database."""
         if self._log is None:
+            from pubsub_cache.events.log import EventLog
+
             self._log = EventLog(self.engine(create=create))
         return self._log
 
@@ -71,6 +80,10 @@ class AppContext:
 
 def sqlite_file(url: str) -> Path | None:
     """The file of an SQLite URL (``None`` for PostgreSQL or an in-memory database)."""
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         return Path(parsed.database).expanduser()
@@ -82,6 +95,8 @@ def open_engine(url: str, *, create: bool = True, default: bool = False) -> Engi
 
     An SQLite file is created only when ``create``, its folder only when ``default`` too.
     """
+    from pubsub_cache.events.db import check_reachable, create_engine
+
     path = sqlite_file(url)
     if path is not None and not path.exists():
         _may_create(url, path, create=create, default=default)
@@ -91,6 +106,10 @@ def open_engine(url: str, *, create: bool = True, default: bool = False) -> Engi
 
 
 def _may_create(url: str, path: Path, *, create: bool, default: bool) -> None:
+    from pubsub_cache.events.db import DatabaseUnavailable, safe_url
+
+    from .settings import PREFIX
+
     folder = path.parent
     if folder.is_dir() or default:
         if not create:

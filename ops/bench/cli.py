@@ -7,6 +7,8 @@ import os
 
 import click
 
+from pubsub_cache.ops.cli import Lazy, LazyGroup
+
 _POSTGRES = click.option(
     "--postgres-url",
     envvar="PUBSUB_CACHE_BENCH_POSTGRES_URL",
@@ -16,7 +18,15 @@ _POSTGRES = click.option(
 _QUICK = click.option("--quick", is_flag=True, help="A smaller run that finishes within 60 s.")
 
 
-@click.group()
+@click.group(
+    cls=LazyGroup,
+    lazy={
+        "ingest": Lazy(
+            "pubsub_cache.ops.bench.ingest:ingest",
+            "Notifications absorbed per second and publish-to-read-model latency, on SQLite.",
+        )
+    },
+)
 def bench() -> None:
     """Benchmarks: a table, then `ratio=... target=...` as the last line."""
 
@@ -27,8 +37,13 @@ def bench() -> None:
 def append(quick: bool, postgres_url: str | None) -> None:
     """Event-log appends beside raw executemany of the same rows."""
     from .append import run
+    from .report import BenchFailure
 
-    run(quick=quick, postgres_url=postgres_url or os.environ.get("PUBSUB_CACHE_TEST_POSTGRES_URL"))
+    url = postgres_url or os.environ.get("PUBSUB_CACHE_TEST_POSTGRES_URL")
+    try:
+        run(quick=quick, postgres_url=url)
+    except BenchFailure as exc:
+        raise SystemExit(f"bench append FAILED: {exc}") from exc
 
 
 @bench.command()
@@ -51,21 +66,35 @@ def replay(quick: bool, events: int | None) -> None:
     run(quick=quick, events=events)
 
 
+@bench.command("cli")
+@_QUICK
+def cli_startup(quick: bool) -> None:
+    """Start-up of a cached `get` and of `--help` beside the imports they need."""
+    from .startup import run
+
+    run(quick=quick)
+
+
 @bench.command()
 @_QUICK
 @_POSTGRES
 def read(quick: bool, postgres_url: str | None) -> None:
     """Cached get_items (20 newest of 100k) beside raw SQL and a live Prosody read; search."""
     from .read import run
+    from .report import BenchFailure
 
-    run(quick=quick, postgres_url=postgres_url or os.environ.get("PUBSUB_CACHE_TEST_POSTGRES_URL"))
+    url = postgres_url or os.environ.get("PUBSUB_CACHE_TEST_POSTGRES_URL")
+    try:
+        run(quick=quick, postgres_url=url)
+    except BenchFailure as exc:
+        raise SystemExit(f"bench read FAILED: {exc}") from exc
 
 
 @bench.command()
 @_QUICK
 @_POSTGRES
 @click.option(
-    "--items", type=int, help="Items in the node (default: 10,000, or 1,000 with --quick)."
+    "--items", type=int, help="Items in the node (default: 10,000, or 2,000 with --quick)."
 )
 @click.option("--repeat", type=int, help="Repetitions of every case (default: 3 to 10 by case).")
 def reconcile(quick: bool, postgres_url: str | None, items: int | None, repeat: int | None) -> None:

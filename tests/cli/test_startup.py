@@ -1,0 +1,114 @@
+"""Start-up of the command line: ``--help`` and a cached read import only what they use.
+
+The figures are ``pubsub-cache bench cli``'s (timing is not asserted: these machines are noisy);
+these tests pin the causes. Each import check runs in a fresh interpreter and looks at
+``sys.modules`` after the work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, cast
+
+import click
+import pytest
+
+from pubsub_cache.events.db import create_engine
+from pubsub_cache.migrations.api import head_revision, known_head, upgrade
+from pubsub_cache.ops.bench.cli import bench
+from pubsub_cache.ops.cli import COMMANDS, LazyGroup, cli
+
+#: What ``--help`` must not load: the XMPP library, Alembic, the ORM, the database layer at all.
+HEAVY = ("slixmpp", "alembic", "sqlalchemy", "sqlalchemy.orm", "pubsub_cache.ops.bench")
+
+
+def loaded_after(code: str, env: dict[str, str] | None = None) -> dict[str, object]:
+    """Runs ``code`` in a fresh interpreter; returns its ``RESULT`` and the modules it loaded."""
+    probe = (
+        "import json, sys\n"
+        f"{code}\n"
+        "print(json.dumps({'result': RESULT, 'modules': sorted(sys.modules)}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+    assert done.returncode == 0, done.stderr
+    found: dict[str, object] = json.loads(done.stdout.splitlines()[-1])
+    return found
+
+
+def test_help_imports_neither_slixmpp_nor_alembic_nor_sqlalchemy() -> None:
+    code = (
+        "import contextlib, io\n"
+        "from pubsub_cache.ops.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "    status = main(['--help'])\n"
+        "RESULT = [status, out.getvalue()]"
+    )
+    found = loaded_after(code)
+
+    status, text = cast("list[Any]", found["result"])
+    assert status == 0
+    for name in COMMANDS:
+        assert f"  {name} " in text
+    assert [name for name in HEAVY if name in found["modules"]] == []  # type: ignore[operator]
+
+
+def test_a_command_at_head_checks_the_schema_without_alembic(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cache.sqlite3'}"
+    engine = create_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    code = (
+        "from pubsub_cache.ops.context import AppContext\n"
+        "app = AppContext()\n"
+        "app.engine(create=False)\n"
+        "app.close()\n"
+        "RESULT = 'ok'"
+    )
+    found = loaded_after(code, {"PUBSUB_CACHE_DATABASE_URL": url})
+
+    assert found["result"] == "ok"
+    modules = found["modules"]
+    assert [name for name in ("alembic", "slixmpp") if name in modules] == []  # type: ignore[operator]
+
+
+def test_a_command_on_an_empty_database_still_migrates_it(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cache.sqlite3'}"
+    env = {"PUBSUB_CACHE_DATABASE_URL": url}
+    code = (
+        "from pubsub_cache.ops.context import AppContext\n"
+        "from pubsub_cache.migrations.api import current_revision\n"
+        "app = AppContext()\n"
+        "RESULT = current_revision(app.engine())\n"
+        "app.close()"
+    )
+
+    assert loaded_after(code, env)["result"] == head_revision()
+
+
+def test_the_head_read_from_the_revision_files_is_alembics_head() -> None:
+    assert known_head() == head_revision()
+
+
+@pytest.mark.parametrize(
+    ("group", "name"),
+    [(cli, name) for name in COMMANDS] + [(bench, name) for name in ("ingest",)],
+)
+def test_a_listed_short_help_is_the_commands_own(group: LazyGroup, name: str) -> None:
+    listed = group.lazy[name]
+    context = click.Context(group)
+
+    command = group.get_command(context, name)
+
+    assert command is not None
+    assert listed.short_help == command.get_short_help_str(limit=10_000)
