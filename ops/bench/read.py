@@ -5,16 +5,20 @@ Prosody, all in the same run; and a search on a parsed key without and with an i
 - **cached**: ``await Query.get_items(account, service, node, max_items=20)``, the async API
   (on SQLite it reads in the event loop's thread), giving 20 items with their RSM set;
   ``parsed`` is decoded on access, so a second line also reads every item's ``parsed``;
-- **raw**: one hand-written join keyed by (account, service, node) on a plain ``sqlite3``
-  (or ``psycopg``) connection, ``fetchall()`` of the same 20 rows, nothing decoded;
+- **raw**: the best hand-written query for the same 20 rows on a plain ``sqlite3`` (or
+  ``psycopg``) connection: the node's id by its key, then the newest items read down the index
+  ``(node_id, service_rank, id)`` (projector/ranks.py) and ``fetchall()``; nothing decoded
+  (on PostgreSQL ``parsed`` comes as text, as the product reads it, not decoded by the driver);
 - **live**: the same ``get_items`` through the query library on a node the cache does not hold,
   read from Prosody over loopback by the client's session (fetch, parse, window);
 - **search**: ``title eq <one title>`` through ``Query.search``, before and after
   ``CREATE INDEX`` on the expression the search uses.
 
 The node is filled through the real projector (sync pages of 1,000 items). Calls of cached and
-raw alternate in rounds; latencies are per call. Prints p50/p95, ``cached/raw`` (target <= 2),
-and last ``ratio=<live p50 / cached p50> target=20``.
+raw alternate in rounds; latencies are per call. Before timing, the results are checked: the
+node holds every item filled, the cached page comes from the cache and the raw query gives its
+20 ids. Prints p50/p95, ``live/cached`` (target >= 20, SQLite), and last one
+``ratio=<cached p50 / raw p50> target=2 backend=B`` per database.
 """
 
 from __future__ import annotations
@@ -41,16 +45,25 @@ from pubsub_cache.projector.runner import Projector
 from pubsub_cache.query import Filter, Query
 
 from .payloads import MICROBLOG_NODE, atom_entry
-from .report import print_table
+from .report import BenchFailure, print_ratio, print_table
 
 ACCOUNT = "romeo@montague.lit"
 SERVICE = "juliet@capulet.lit"
 PAGE = 1000
+#: Cached reads may take this many times the raw query's time (DESIGN.md).
+TARGET = 2.0
 _RAW = (
-    "SELECT item_id, publisher, payload, parsed, published_at, updated_at FROM pubsub_item "
+    "SELECT item_id, publisher, payload, {parsed}, published_at, updated_at FROM pubsub_item "
     "WHERE node_id = (SELECT id FROM pubsub_node WHERE account = {p} AND service = {p} "
     "AND node = {p}) ORDER BY service_rank DESC, id DESC LIMIT 20"
 )
+_COUNT = (
+    "SELECT count(*) FROM pubsub_item WHERE node_id = (SELECT id FROM pubsub_node "
+    "WHERE account = {p} AND service = {p} AND node = {p})"
+)
+
+#: Builds, once the node is filled, the raw read and the node's item count read raw.
+RawFactory = Callable[[], tuple[Callable[[], list[Any]], int]]
 
 
 @dataclass(frozen=True)
@@ -90,8 +103,8 @@ class Latencies:
         return [database, self.name, len(self.seconds), self.p50 * 1e6, self.quantile(0.95) * 1e6]
 
 
-def run(*, quick: bool, postgres_url: str | None) -> float:
-    """Measure; print the table and the ratios; return live p50 / cached p50 (SQLite)."""
+def run(*, quick: bool, postgres_url: str | None) -> dict[str, float]:
+    """Measure; print the table and the ratios; return cached p50 / raw p50 by backend."""
     plan = QUICK if quick else FULL
     with tempfile.TemporaryDirectory(prefix="pubsub-cache-bench-") as folder:
         path = Path(folder) / "read.sqlite3"
@@ -103,31 +116,29 @@ def run(*, quick: bool, postgres_url: str | None) -> float:
     rows = [case.row(f"sqlite {plan.items // 1000}k") for case in results.values()]
     rows += [case.row(f"postgresql {plan.postgres_items // 1000}k") for case in postgres.values()]
     print_table(["database, items", "case", "calls", "p50 us", "p95 us"], rows)
-    cached, raw = results["cached"].p50, results["raw"].p50
-    if postgres:
-        pg_ratio = postgres["cached"].p50 / postgres["raw"].p50
-        print(f"postgresql cached/raw={pg_ratio:.2f} target=2")
     searched = results["search, no index"].p50 / results["search, indexed"].p50
     print(f"search unindexed/indexed={searched:.0f}")
-    print(f"cached/raw={cached / raw:.2f} target=2")
-    ratio = results["live"].p50 / cached
-    print(f"ratio={ratio:.1f} target=20")
-    return ratio
+    print(f"live/cached={results['live'].p50 / results['cached'].p50:.1f} target=20 (sqlite)")
+    ratios = {"sqlite": results["cached"].p50 / results["raw"].p50}
+    if postgres:
+        ratios["postgresql"] = postgres["cached"].p50 / postgres["raw"].p50
+    for backend, ratio in ratios.items():
+        print_ratio(ratio, TARGET, backend)
+    return ratios
 
 
 async def _measure(
-    url: str, plan: Plan, live: bool, raw_factory: Callable[[], Callable[[], list[Any]]]
+    url: str, plan: Plan, live: bool, raw_factory: RawFactory
 ) -> dict[str, Latencies]:
     engine = create_engine(url)
     ensure_schema(engine)
     count = plan.items if live else plan.postgres_items
     await anyio.to_thread.run_sync(_fill, engine, count)
-    raw = raw_factory()
+    raw, stored = raw_factory()
     results: dict[str, Latencies] = {}
     async with Query.open(engine) as query:
         newest = await query.get_items(ACCOUNT, SERVICE, MICROBLOG_NODE, max_items=20)
-        if [row[0] for row in reversed(raw())] != [item.id for item in newest.items]:
-            raise AssertionError("the raw query and get_items disagree on the 20 newest items")
+        _check(count, stored, [row[0] for row in reversed(raw())], newest)
 
         async def cached() -> None:
             await query.get_items(ACCOUNT, SERVICE, MICROBLOG_NODE, max_items=20)
@@ -148,6 +159,20 @@ async def _measure(
         results["live"] = await _live(engine, plan.live_calls)
     engine.dispose()
     return results
+
+
+def _check(count: int, stored: int, raw_ids: list[str], newest: Any) -> None:
+    """A fast wrong answer fails: the node holds every item, both sides the same 20 items."""
+    if stored != count:
+        raise BenchFailure(f"the node holds {stored} items, {count} were filled")
+    cached_ids = [item.id for item in newest.items]
+    if len(raw_ids) != 20 or raw_ids != cached_ids:
+        raise BenchFailure(
+            f"the raw query ({len(raw_ids)} items) and get_items ({len(cached_ids)}) "
+            "disagree on the 20 newest items"
+        )
+    if not newest.from_cache:
+        raise BenchFailure("get_items did not answer from the cache")
 
 
 def _fill(engine: Any, count: int) -> None:
@@ -252,25 +277,28 @@ async def _live(engine: Any, calls: int) -> Latencies:
                 return (await _alternate({"live": read}, calls, rounds=1))["live"]
 
 
-def _sqlite_raw(path: Path) -> Callable[[], Callable[[], list[Any]]]:
-    def factory() -> Callable[[], list[Any]]:
+def _sqlite_raw(path: Path) -> RawFactory:
+    def factory() -> tuple[Callable[[], list[Any]], int]:
         connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        statement = _RAW.format(p="?")
+        statement = _RAW.format(p="?", parsed="parsed")
         key = (ACCOUNT, SERVICE, MICROBLOG_NODE)
-        return lambda: connection.execute(statement, key).fetchall()
+        (count,) = connection.execute(_COUNT.format(p="?"), key).fetchone()
+        return (lambda: connection.execute(statement, key).fetchall()), count
 
     return factory
 
 
-def _postgres_raw(url: str) -> Callable[[], Callable[[], list[Any]]]:
-    def factory() -> Callable[[], list[Any]]:
+def _postgres_raw(url: str) -> RawFactory:
+    def factory() -> tuple[Callable[[], list[Any]], int]:
         import psycopg
         from sqlalchemy.engine import make_url
 
         target = make_url(url).set(drivername="postgresql").render_as_string(False)
         connection = psycopg.connect(target, autocommit=True)
-        statement = _RAW.format(p="%s")
+        statement = _RAW.format(p="%s", parsed="parsed::text")
         key = (ACCOUNT, SERVICE, MICROBLOG_NODE)
-        return lambda: connection.execute(statement, key).fetchall()
+        found = connection.execute(_COUNT.format(p="%s"), key).fetchone()
+        count = found[0] if found else 0
+        return (lambda: connection.execute(statement, key).fetchall()), count
 
     return factory
