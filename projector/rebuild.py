@@ -38,13 +38,16 @@ from pubsub_cache.events.log import head_in
 from pubsub_cache.projector import checkpoint
 from pubsub_cache.projector.analysers import AnalyserRegistry
 from pubsub_cache.projector.digest import read_model_digest
+from pubsub_cache.projector.parsers import SEARCHABLE_PATHS
 from pubsub_cache.projector.runner import BATCH_BYTES, NotLeader, Partition, Projector
 from pubsub_cache.projector.schema import (
     LIVE,
     SHADOW_PREFIX,
     ReadModel,
+    item_key_select,
     parked_event,
     projector_checkpoint,
+    pubsub_item_key,
     shadow_read_model,
 )
 from pubsub_cache.projector.status import REBUILD
@@ -371,7 +374,8 @@ def _rename_swap(connection: Connection, shadow: ReadModel) -> None:
 
     Deleting or copying the rows costs as much as building them (each row spans overflow
     pages); a rename costs nothing. The live tables' indexes and search triggers are read back,
-    moved to the new tables from their own SQL, and the search index is rebuilt in one pass.
+    moved to the new tables from their own SQL, and the search indexes (full text, keys) are
+    rebuilt in one pass each.
     """
     live = [t.name.removeprefix(SHADOW_PREFIX) for t in (shadow.node, shadow.item, shadow.counter)]
     kept = connection.exec_driver_sql(
@@ -401,6 +405,12 @@ def _rename_swap(connection: Connection, shadow: ReadModel) -> None:
         connection.exec_driver_sql(
             "INSERT INTO pubsub_item_fts(pubsub_item_fts) VALUES ('rebuild')"
         )
+    # The searchable keys too (kept by triggers on pubsub_item, which the shadow had none of).
+    connection.execute(pubsub_item_key.delete())
+    connection.exec_driver_sql(
+        "INSERT INTO pubsub_item_key (item_ref, account, key, value_text, value_num) "
+        + item_key_select("sqlite", SEARCHABLE_PATHS, trigger=False)
+    )
 
 
 def drop_retired(engine: Engine) -> None:

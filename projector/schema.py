@@ -13,6 +13,7 @@ migration; the autogenerate comparison ignores it (see ``migrations/api.py``).
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -207,3 +208,94 @@ ingest_lease = sa.Table(
     sa.Column("owner", sa.Text, nullable=False, comment="host:pid:token[:pidns] holding it"),
     sa.Column("expires", sa.Float, nullable=False, comment="Unix time; renewed while held"),
 )
+
+# Search over parsed keys (query/search.py): one row per value of each searchable path of an
+# item (projector/parsers SEARCHABLE_PATHS), and one per scalar element when the value is an
+# array (key ``path[]``: tags become an indexed set). Rows are derived from pubsub_item.parsed
+# by triggers the migrations create (item_key_select below, frozen in 0005), so every writer of
+# pubsub_item (the projector, a rebuild's copy, a test) keeps them; no foreign key, so that a
+# SQLite rebuild can rename pubsub_item away (the swap derives them again). Not in the digest:
+# they are a function of the rows it covers.
+pubsub_item_key = sa.Table(
+    "pubsub_item_key",
+    metadata,
+    sa.Column("item_ref", Position, nullable=False, comment="pubsub_item.id"),
+    sa.Column("account", sa.Text, nullable=False, comment="the item's node's account"),
+    sa.Column("key", sa.Text, nullable=False, comment="the path, with [] for array elements"),
+    sa.Column("value_text", sa.Text, comment="a string value"),
+    sa.Column("value_num", sa.Numeric, comment="a number value"),
+    sa.Index("ix_pubsub_item_key_text", "account", "key", "value_text", "item_ref"),
+    sa.Index(
+        "ix_pubsub_item_key_number",
+        "account",
+        "key",
+        "value_num",
+        "item_ref",
+        sqlite_where=sa.text("value_num IS NOT NULL"),
+        postgresql_where=sa.text("value_num IS NOT NULL"),
+    ),
+    sa.Index("ix_pubsub_item_key_item", "item_ref"),
+)
+
+#: A string is indexed when its bytes and the account's fit in this (PostgreSQL's B-tree keeps
+#: entries under ~2.7 kB); a longer one is searched without the index.
+KEY_BYTES = 2000
+
+
+def item_key_select(dialect: str, paths: tuple[str, ...], *, trigger: bool) -> str:
+    """The SELECT of ``pubsub_item_key`` rows: of the item a trigger fires for (``new``), or of
+    every item (``trigger=False``, to fill the table). ``paths`` are dotted keys (``author.name``).
+
+    Migration 0005 holds a copy (revision scripts import nothing from the app); a test checks
+    that both agree.
+    """
+    if any(
+        not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*", p) for p in paths
+    ):
+        raise ValueError(f"searchable paths are dotted keys, got {paths!r}")
+    row = "new" if trigger else "i"
+    if trigger:
+        source, where = "pubsub_node AS n", "n.id = new.node_id AND new.parsed IS NOT NULL"
+    else:
+        source = "pubsub_item AS i JOIN pubsub_node AS n ON n.id = i.node_id"
+        where = "i.parsed IS NOT NULL"
+    if dialect == "sqlite":
+        table = " UNION ALL ".join(f"SELECT '{p}' AS key, '$.{p}' AS path" for p in paths)
+        kind = f"json_type({row}.parsed, p.path)"
+        value = f"json_extract({row}.parsed, p.path)"
+
+        def fits(text: str) -> str:
+            return f"length(CAST(n.account AS BLOB)) + length(CAST({text} AS BLOB)) <= {KEY_BYTES}"
+
+        scalars = (
+            f"SELECT {row}.id, n.account, p.key, CASE WHEN {kind} = 'text' THEN {value} END, "
+            f"CASE WHEN {kind} IN ('integer', 'real') THEN {value} END "
+            f"FROM {source}, ({table}) AS p WHERE {where} "
+            f"AND ({kind} IN ('integer', 'real') OR ({kind} = 'text' AND {fits(value)}))"
+        )
+        elements = (
+            f"SELECT {row}.id, n.account, p.key || '[]', "
+            "CASE WHEN e.type = 'text' THEN e.value END, "
+            "CASE WHEN e.type IN ('integer', 'real') THEN e.value END "
+            f"FROM {source}, ({table}) AS p, json_each({row}.parsed, p.path) AS e "
+            f"WHERE {where} AND {kind} = 'array' "
+            f"AND (e.type IN ('integer', 'real') OR (e.type = 'text' AND {fits('e.value')}))"
+        )
+        return f"{scalars} UNION ALL {elements}"
+    table = ", ".join(f"('{p}', '{{{p.replace('.', ',')}}}'::text[])" for p in paths)
+    found = f"{row}.parsed #> p.path"
+    text = "k.value #>> '{}'"
+    values = (
+        f"SELECT p.key, {found} AS value FROM (VALUES {table}) AS p(key, path) "
+        f"UNION ALL SELECT p.key || '[]', e.value FROM (VALUES {table}) AS p(key, path), "
+        f"jsonb_array_elements(CASE WHEN jsonb_typeof({found}) = 'array' THEN {found} "
+        "ELSE '[]'::jsonb END) AS e(value)"
+    )
+    return (
+        f"SELECT {row}.id, n.account, k.key, "
+        f"CASE WHEN jsonb_typeof(k.value) = 'string' THEN {text} END, "
+        f"CASE WHEN jsonb_typeof(k.value) = 'number' THEN CAST({text} AS numeric) END "
+        f"FROM {source}, LATERAL ({values}) AS k WHERE {where} "
+        "AND (jsonb_typeof(k.value) = 'number' OR (jsonb_typeof(k.value) = 'string' "
+        f"AND octet_length(n.account) + octet_length({text}) <= {KEY_BYTES}))"
+    )

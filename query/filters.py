@@ -15,6 +15,13 @@ Semantics, chosen so that both databases agree:
   ``str.lower`` on SQLite, ``lower()`` on PostgreSQL); ``%``, ``_`` and ``\\`` escapes as in SQL.
 
 Values are always bound parameters; paths are validated literals (see :mod:`.paths`).
+
+Indexed: on a path the parsers declare searchable (``SEARCHABLE_PATHS``), ``eq`` and ``in`` of
+strings or numbers, ``contains`` and ``overlap`` read ``pubsub_item_key`` by (account, key,
+value), which holds exactly the string and number values (and array elements, key ``path[]``)
+of those paths: the same answer as the JSON condition, from the matching rows only. Other
+operators, paths and values (booleans, null, a string too long for the index) are conditions
+on each of the account's items, as before.
 """
 
 from __future__ import annotations
@@ -26,6 +33,9 @@ from typing import Any
 
 import msgspec
 import sqlalchemy as sa
+
+from pubsub_cache.projector.parsers import SEARCHABLE_PATHS
+from pubsub_cache.projector.schema import KEY_BYTES
 
 from .errors import InvalidFilterValue, InvalidOperator
 from .paths import JsonPath, parse_path
@@ -55,6 +65,8 @@ class Params:
 
     def __init__(self) -> None:
         self.values: dict[str, Any] = {}
+        self.indexed = False
+        """Whether a condition read ``pubsub_item_key`` (the search then starts from it)."""
 
     def bind(self, value: Any) -> str:
         name = f"f{len(self.values)}"
@@ -62,14 +74,20 @@ class Params:
         return f":{name}"
 
 
-def condition(spec: Filter, dialect: str, params: Params) -> str:
-    """The SQL condition (text with ``:fN`` binds added to ``params``) for one filter."""
+def condition(spec: Filter, dialect: str, params: Params, *, account: str | None = None) -> str:
+    """The SQL condition (text with ``:fN`` binds added to ``params``) for one filter; with the
+    ``account`` searched, from the index where it serves (see the module's docstring)."""
     if spec.op not in OPERATORS:
         raise InvalidOperator(str(spec.path), str(spec.op), OPERATORS)
     path = parse_path(spec.path)
     side = _Sqlite(path, params) if dialect == "sqlite" else _Postgres(path, params)
     value = spec.value
     op = spec.op
+    if account is not None and path.text in _SEARCHABLE:
+        indexed = _indexed(path, op, value, dialect, params, account)
+        if indexed is not None:
+            params.indexed = True
+            return indexed
     if op == "exists":
         if not isinstance(value, bool):
             raise InvalidFilterValue(path.text, op, f"expects true or false, got {value!r}")
@@ -178,6 +196,53 @@ class _Postgres:
         return f"({self.t} = 'string' AND lower({self.s}) LIKE lower({self.bind(pattern)}))"
 
 
+_SEARCHABLE = frozenset(SEARCHABLE_PATHS)
+
+
+def _indexed(
+    path: JsonPath, op: str, value: Any, dialect: str, params: Params, account: str
+) -> str | None:
+    if op == "eq":
+        values = [_scalar(path, op, value)]
+    elif op == "in":
+        values = _scalars(path, op, value, allow_one=False)
+    elif op in ("contains", "overlap"):
+        values = _scalars(path, op, value, allow_one=True)
+    else:
+        return None
+    room = KEY_BYTES - len(account.encode("utf-8", "surrogatepass"))
+    for v in values:
+        if v is None or isinstance(v, bool):
+            return None
+        if isinstance(v, str) and len(v.encode("utf-8", "surrogatepass")) > room:
+            return None
+    key = path.text if op in ("eq", "in") else f"{path.text}[]"
+    if op == "contains":
+        found = [_lookup(key, [v], dialect, params, account) for v in dict.fromkeys(values)]
+        return "(" + " AND ".join(found) + ")"
+    return _lookup(key, values, dialect, params, account)
+
+
+def _lookup(key: str, values: list[Any], dialect: str, params: Params, account: str) -> str:
+    """``pubsub_item.id IN`` the items of ``account`` holding one of ``values`` at ``key``."""
+    where = f"account = {params.bind(account)} AND key = {params.bind(key)}"
+    strings = [params.bind(v) for v in values if isinstance(v, str)]
+    if dialect == "sqlite":
+        numbers = [params.bind(v) for v in values if not isinstance(v, str)]
+    else:  # the JSON spelling, read as numeric: what jsonb's own equality compares
+        numbers = [
+            f"CAST({params.bind(msgspec.json.encode(v).decode())} AS numeric)"
+            for v in values
+            if not isinstance(v, str)
+        ]
+    parts = [
+        f"SELECT item_ref FROM pubsub_item_key WHERE {where} AND {column} IN ({', '.join(binds)})"
+        for column, binds in (("value_text", strings), ("value_num", numbers))
+        if binds
+    ]
+    return f"pubsub_item.id IN ({' UNION ALL '.join(parts)})"
+
+
 def like_to_glob(pattern: str) -> str:
     """A LIKE pattern (``%``, ``_``, ``\\`` escapes) as the equivalent, case-sensitive GLOB."""
     out: list[str] = []
@@ -250,9 +315,11 @@ def _text(path: JsonPath, op: str, value: Any) -> str:
     return value
 
 
-def filter_clause(spec: Filter, dialect: str, params: Params) -> sa.TextClause:
+def filter_clause(
+    spec: Filter, dialect: str, params: Params, *, account: str | None = None
+) -> sa.TextClause:
     """One filter as a Core text clause carrying the values it binds."""
     before = len(params.values)
-    sql = condition(spec, dialect, params)
+    sql = condition(spec, dialect, params, account=account)
     names = list(params.values)[before:]
     return sa.text(sql).bindparams(*(sa.bindparam(name, params.values[name]) for name in names))

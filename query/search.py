@@ -4,7 +4,13 @@
 Full text: the words of ``text`` (runs of letters and digits; everything else separates them)
 must all occur in the text the parser extracted: an FTS5 query of quoted words on SQLite, a
 ``plainto_tsquery('simple', ...)`` on PostgreSQL. Nothing the user types reaches either query
-language unquoted.
+language unquoted. The index is narrowed to the account's nodes (those the node filters leave)
+inside the index: FTS5's ``node_id`` column, the ``~nNODE`` lexemes of the ``search_vector``
+(migration 0005), so a word common in other accounts costs nothing here.
+
+Filters on searchable paths read ``pubsub_item_key`` (see :mod:`.filters`); the search then
+starts from the items the index names (the full-text matches, or the keys'), never from every
+item of the account.
 
 Orders: ``service``, ``creation``, ``modification``, ``publication`` or a parsed path, ascending, or
 descending with a leading ``-`` (default ``-publication``: newest first). A path orders its
@@ -33,6 +39,8 @@ from .rows import ORDER_KEYS, item_columns, to_item
 MAX_LIMIT = 1000
 MAX_FILTERS = 32
 MAX_WORDS = 32
+#: Full text is narrowed to at most this many nodes inside the index; beyond, after it.
+MAX_SCOPE = 1000
 _WORD = re.compile(r"[^\W_]+")
 _JSON = "pubsub_item.parsed"
 
@@ -63,38 +71,67 @@ def search(
     if len(specs) > MAX_FILTERS:
         raise InvalidQuery(f"at most {MAX_FILTERS} filters, got {len(specs)}")
     params = Params()
-    conditions: list[Any] = [pubsub_node.c.account == account]
-    for column, value in (
-        (pubsub_node.c.service, service),
-        (pubsub_node.c.node, node),
-        (pubsub_node.c.type, type),
-        (pubsub_node.c.subtype, subtype),
-    ):
-        if value is not None:
-            conditions.append(column == value)
+    conditions: list[Any] = [
+        pubsub_node.c[name] == value
+        for name, value in _node_values(account, service, node, type, subtype)
+    ]
+    on_nodes = list(conditions)
+    found_words = words(text) if text is not None else None
     if published_after is not None:
         conditions.append(pubsub_item.c.published_at >= _seconds(published_after))
     if published_before is not None:
         conditions.append(pubsub_item.c.published_at < _seconds(published_before))
-    conditions.extend(filter_clause(spec, dialect, params) for spec in specs)
-    if text is not None:
-        conditions.append(_full_text(text, dialect))
+    conditions.extend(filter_clause(spec, dialect, params, account=account) for spec in specs)
     ordering = order_clauses(order_by, dialect)
     joined = pubsub_item.join(pubsub_node, pubsub_node.c.id == pubsub_item.c.node_id)
-    count = sa.select(sa.func.count()).select_from(joined).where(*conditions)
-    rows = (
-        sa.select(pubsub_node.c.service, pubsub_node.c.node, *item_columns(dialect))
-        .select_from(joined)
-        .where(*conditions)
-        .order_by(*ordering)
-        .limit(limit)
-        .offset(offset)
-    )
     with engine.connect() as connection:
+        if found_words is not None:
+            scope = _scope(connection, on_nodes)
+            if scope is not None and not scope:
+                return SearchResult([], 0, limit, offset)
+            conditions.append(_full_text(found_words, dialect, scope))
+        if dialect == "sqlite" and (params.indexed or found_words is not None):
+            # Start from the items the index names (pubsub_item.id IN ...), not from the
+            # account's nodes: SQLite has no statistics to tell which is smaller.
+            # ("+column" keeps SQLite from using an index on it.)
+            conditions[: len(on_nodes)] = [
+                sa.literal_column(f"+pubsub_node.{name}") == value
+                for name, value in _node_values(account, service, node, type, subtype)
+            ]
+        count = sa.select(sa.func.count()).select_from(joined).where(*conditions)
+        rows = (
+            sa.select(pubsub_node.c.service, pubsub_node.c.node, *item_columns(dialect))
+            .select_from(joined)
+            .where(*conditions)
+            .order_by(*ordering)
+            .limit(limit)
+            .offset(offset)
+        )
         _prepare(connection)
         total = int(connection.execute(count).scalar_one())
         hits = [SearchHit(row[0], row[1], to_item(row, 2)) for row in connection.execute(rows)]
     return SearchResult(hits, total, limit, offset)
+
+
+def _node_values(*values: str | None) -> list[tuple[str, str]]:
+    names = ("account", "service", "node", "type", "subtype")
+    return [(name, value) for name, value in zip(names, values, strict=True) if value is not None]
+
+
+def _scope(connection: Connection, node_conditions: list[Any]) -> list[int] | None:
+    """The ids of the nodes the search may find items in; ``None`` when there are too many to
+    narrow the full-text index by."""
+    found = (
+        connection.execute(
+            sa.select(pubsub_node.c.id)
+            .where(*node_conditions)
+            .order_by(pubsub_node.c.id)
+            .limit(MAX_SCOPE + 1)
+        )
+        .scalars()
+        .all()
+    )
+    return None if len(found) > MAX_SCOPE else [int(node_id) for node_id in found]
 
 
 def words(text: str) -> list[str]:
@@ -109,18 +146,26 @@ def words(text: str) -> list[str]:
     return found
 
 
-def _full_text(text: str, dialect: str) -> sa.TextClause:
-    found = words(text)
+def _full_text(found: list[str], dialect: str, nodes: list[int] | None) -> sa.TextClause:
     if dialect == "sqlite":
-        query = " ".join(f'"{word}"' for word in found)  # FTS5 strings: an implicit AND
+        # FTS5 strings (an implicit AND) in the text column; node ids are the node_id column.
+        query = "text : (" + " ".join(f'"{word}"' for word in found) + ")"
+        if nodes is not None:
+            query = f"node_id : ({' OR '.join(f'{n}' for n in nodes)}) AND {query}"
         sql = (
             "pubsub_item.id IN (SELECT rowid FROM pubsub_item_fts "
             "WHERE pubsub_item_fts MATCH :fts_query)"
         )
-    else:
-        query = " ".join(found)
-        sql = "pubsub_item.search_vector @@ plainto_tsquery('simple', :fts_query)"
-    return sa.text(sql).bindparams(fts_query=query)
+        return sa.text(sql).bindparams(fts_query=query)
+    sql = "pubsub_item.search_vector @@ plainto_tsquery('simple', :fts_query)"
+    if nodes is None:
+        return sa.text(sql).bindparams(fts_query=" ".join(found))
+    scope = " | ".join(f"'~n{n}'" for n in nodes)
+    sql = (
+        "pubsub_item.search_vector @@ "
+        "(plainto_tsquery('simple', :fts_query) && CAST(:fts_scope AS tsquery))"
+    )
+    return sa.text(sql).bindparams(fts_query=" ".join(found), fts_scope=scope)
 
 
 def order_clauses(order_by: str | Sequence[str], dialect: str) -> list[Any]:

@@ -17,6 +17,7 @@ from pubsub_cache.projector.parsers.pep import (
 
 __all__ = [
     "BUILTIN_PARSERS",
+    "SEARCHABLE_PATHS",
     "AvatarMetadataParser",
     "BookmarksParser",
     "GeolocParser",
@@ -34,3 +35,9 @@ BUILTIN_PARSERS: tuple[Parser, ...] = (
     TuneParser(),
     BookmarksParser(),
 )
+
+SEARCHABLE_PATHS: tuple[str, ...] = tuple(
+    sorted({path for parser in BUILTIN_PARSERS for path in getattr(parser, "searchable", ())})
+)
+"""The parsed paths that search answers from the ``pubsub_item_key`` index, whichever parser
+wrote the item: the union of the built-in parsers' ``searchable`` declarations."""

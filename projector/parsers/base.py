@@ -48,6 +48,11 @@ class Parser(Protocol):
 
     ``name`` is a stable id (``"xep-0277"``) and ``version`` increases whenever the output
     changes, so the projector knows which stored rows a replay would change.
+
+    A parser may also declare ``searchable``: a tuple of paths into ``data`` (the search path
+    grammar, ``author.name``) that search answers from an index. The built-in parsers'
+    declarations make :data:`~pubsub_cache.projector.parsers.SEARCHABLE_PATHS`; changing them
+    takes a migration that re-creates the index triggers (``projector/schema.py``).
     """
 
     @property

@@ -185,6 +185,8 @@ class MicroblogParser:
     name = "xep-0277"
     version = 1
     namespace = ATOM_NS
+    searchable = ("title", "author.name", "author.jid", "tags")
+    """Paths of ``data`` that search finds through an index (see ``projector/schema.py``)."""
 
     def parse(self, element: etree._Element) -> ParsedPayload:
         """Parse an Atom ``entry`` (or blog-metadata ``feed``) root element."""

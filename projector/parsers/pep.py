@@ -129,6 +129,7 @@ class TuneParser:
     name = "xep-0118"
     version = 1
     namespace = TUNE_NS
+    searchable = ("artist", "title")
 
     _ROOT = f"{{{TUNE_NS}}}tune"
     _FIELDS = ("artist", "length", "rating", "source", "title", "track", "uri")
@@ -162,6 +163,7 @@ class BookmarksParser:
     name = "xep-0402"
     version = 1
     namespace = BOOKMARKS_NS
+    searchable = ("name",)
 
     _ROOT = f"{{{BOOKMARKS_NS}}}conference"
     _NICK = f"{{{BOOKMARKS_NS}}}nick"
