@@ -106,3 +106,18 @@ def reconcile(quick: bool, postgres_url: str | None, items: int | None, repeat: 
         run(quick=quick, items=items, repeat=repeat, postgres_url=url)
     except BenchFailure as exc:
         raise SystemExit(f"bench reconcile FAILED: {exc}") from exc
+
+
+@bench.command()
+@_QUICK
+@_POSTGRES
+def search(quick: bool, postgres_url: str | None) -> None:
+    """Search growth (field, tags, rare and common word) from 2k to 200k and 1M items."""
+    from .report import BenchFailure
+    from .search import run
+
+    url = postgres_url or os.environ.get("PUBSUB_CACHE_TEST_POSTGRES_URL")
+    try:
+        run(quick=quick, postgres_url=url)
+    except BenchFailure as exc:
+        raise SystemExit(f"bench search FAILED: {exc}") from exc
