@@ -4,6 +4,10 @@
 model) in one anyio task group; ``ingest`` is the first alone (the projector then runs as
 ``pubsub-cache project``, possibly elsewhere on the same PostgreSQL). Both stop cleanly on
 SIGTERM or SIGINT: the projector finishes its batch, the ingest appends what it has queued.
+
+With an accounts file (``accounts_file``), they serve every configured account in one event loop
+(:class:`~pubsub_cache.xmpp.accounts.IngestPool`, :func:`serve_accounts`); SIGHUP reads the
+file again and adds and removes accounts without disturbing the others.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -30,9 +34,10 @@ from .cli_options import emit, json_option
 from .cli_target import NODE, SERVICE, WORDS, resolve
 from .context import AppContext
 from .progress import Reporter
-from .settings import PREFIX, ConfigError, Settings
+from .settings import PREFIX, AccountSettings, ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:  # imported where used: ``pubsub-cache --help`` need not load slixmpp
+    from pubsub_cache.xmpp.accounts import IngestPool
     from pubsub_cache.xmpp.ingest import Ingest, IngestOptions, XmppAccount
     from pubsub_cache.xmpp.sync import SyncResult
     from pubsub_cache.xmpp.writer import EventWriter
@@ -68,6 +73,23 @@ def xmpp_account(settings: Settings) -> XmppAccount:
     )
 
 
+def xmpp_accounts(settings: Settings) -> list[XmppAccount]:
+    """Every configured account (the accounts file's and ``jid``/``password``'s)."""
+    return [_xmpp_account(account) for account in settings.all_accounts()]
+
+
+def _xmpp_account(account: AccountSettings) -> XmppAccount:
+    from pubsub_cache.xmpp.ingest import XmppAccount
+
+    return XmppAccount(
+        jid=account.jid,
+        password=account.password,
+        host=account.xmpp_host,
+        port=account.xmpp_port,
+        tls=account.xmpp_tls,
+    )
+
+
 @click.command()
 @click.pass_obj
 def run(app: AppContext) -> None:
@@ -85,12 +107,26 @@ def ingest(app: AppContext) -> None:
 def _serve(app: AppContext, *, projector: bool) -> None:
     from .logs import configure_logging
 
-    account = xmpp_account(app.settings)
-    configure_logging(app.settings.log_level)
-    engine = app.engine()
-    daemon = functools.partial(
-        serve, engine, account, projector=projector, metrics_port=app.settings.metrics_port
-    )
+    settings = app.settings
+    if settings.accounts_file is None:  # one account: a wrong password stops it (exit 2)
+        account = xmpp_account(settings)
+        configure_logging(settings.log_level)
+        engine = app.engine()
+        daemon = functools.partial(
+            serve, engine, account, projector=projector, metrics_port=settings.metrics_port
+        )
+    else:  # many: one account's failure is reported, the others go on
+        configure_logging(settings.log_level)
+        engine = app.engine()
+        config_file = app.config_file
+        daemon = functools.partial(
+            serve_accounts,
+            engine,
+            xmpp_accounts(settings),
+            reload=lambda: xmpp_accounts(load_settings(config_file=config_file)),
+            projector=projector,
+            metrics_port=settings.metrics_port,
+        )
     try:
         anyio.run(daemon, backend="asyncio")
     except BaseExceptionGroup as group:
@@ -140,6 +176,56 @@ async def serve(
     finally:
         # Closed for good: a log wait still finishing in a worker thread cannot reopen it.
         event_log.close()
+
+
+async def serve_accounts(
+    engine: Engine,
+    accounts: Sequence[XmppAccount],
+    *,
+    reload: Callable[[], Sequence[XmppAccount]] | None = None,
+    projector: bool = True,
+    signals: bool = True,
+    options: IngestOptions | None = None,
+    metrics_port: int | None = None,
+    task_status: anyio.abc.TaskStatus[IngestPool] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run one ingest per account (and the projector) on ``engine`` until cancelled or
+    signalled; ``started(pool)`` once every account was started (not yet connected: see
+    :meth:`IngestPool.wait_until`). SIGHUP calls ``reload`` for the accounts to serve."""
+    from pubsub_cache.projector.analysers import default_registry
+    from pubsub_cache.projector.runner import Projector
+    from pubsub_cache.xmpp.accounts import IngestPool
+    from pubsub_cache.xmpp.directory import ReadModelDirectory
+
+    registry = default_registry()
+    event_log = EventLog(engine)
+    directory = ReadModelDirectory(engine, registry)
+    pool = IngestPool(engine, event_log, directory, options=options, reload=reload)
+    follower = Projector(engine, registry=registry, log=event_log) if projector else None
+    try:
+        async with anyio.create_task_group() as group:
+            if signals:
+                group.start_soon(_stop_on_signal, group.cancel_scope)
+                if reload is not None:
+                    group.start_soon(_reload_on_hangup, pool)
+            if metrics_port is not None:
+                from .metrics import serve_metrics
+
+                await group.start(serve_metrics, engine, metrics_port, pool.states)
+            if follower is not None:
+                await group.start(functools.partial(follower.run, idle_timeout=PROJECTOR_WAIT))
+            await group.start(pool.run, accounts)
+            log.info("ingest of %d accounts running", len(accounts), extra={"projector": projector})
+            task_status.started(pool)
+    finally:
+        event_log.close()
+
+
+async def _reload_on_hangup(pool: IngestPool) -> None:
+    with anyio.open_signal_receiver(signal.SIGHUP) as signals:
+        async for _ in signals:
+            log.info("received SIGHUP: reading the accounts again")
+            await pool.reload()
 
 
 async def _stop_on_signal(scope: anyio.CancelScope) -> None:

@@ -3,6 +3,16 @@
 Precedence: environment variables (``PUBSUB_CACHE_*``) over the TOML file over defaults. The TOML
 file uses the same names in lower case without the prefix (``database_url = "..."``). A bad value
 raises :class:`ConfigError` naming the variable (or file key) and what was wrong.
+
+Many accounts (one daemon serving them all) are listed in an accounts file named by
+``accounts_file``, read when the settings are built (and again on SIGHUP by the daemon)::
+
+    [[account]]
+    jid = "romeo@montague.lit"
+    password_file = "/run/secrets/romeo"   # or password = "..."
+    # xmpp_host, xmpp_port, xmpp_tls: this account's own, over the shared settings
+
+The single account of ``jid``/``password`` still works, beside the file's or alone.
 """
 
 from __future__ import annotations
@@ -11,7 +21,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal, cast
 
@@ -20,6 +30,7 @@ from pubsub_cache.errors import PubsubCacheError
 PREFIX = "PUBSUB_CACHE_"
 TlsMode = Literal["starttls", "direct", "none"]
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_TLS_MODES = ("starttls", "direct", "none")
 
 
 class ConfigError(PubsubCacheError):
@@ -27,6 +38,7 @@ class ConfigError(PubsubCacheError):
 
     def __init__(self, name: str, problem: str) -> None:
         self.name = name
+        self.problem = problem
         super().__init__(f"bad setting {name}: {problem}")
 
 
@@ -35,6 +47,17 @@ def default_database_url(environ: Mapping[str, str]) -> str:
     home = Path(environ.get("HOME") or Path.home())
     base = environ.get("XDG_DATA_HOME") or str(home / ".local" / "share")
     return f"sqlite:///{Path(base) / 'pubsub-cache' / 'cache.sqlite3'}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccountSettings:
+    """One account of the daemon: its JID, password and how to reach its server."""
+
+    jid: str
+    password: str = field(repr=False)
+    xmpp_host: str | None = None
+    xmpp_port: int | None = None
+    xmpp_tls: TlsMode = "starttls"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,8 +72,28 @@ class Settings:
     xmpp_tls: TlsMode = "starttls"
     log_level: str = "INFO"
     metrics_port: int | None = None
+    accounts_file: Path | None = None
+    accounts: tuple[AccountSettings, ...] = ()
+    """The accounts of ``accounts_file``, as they were when the settings were built."""
     database_is_default: bool = False
     """Whether ``database_url`` is the default location (whose folder may be created)."""
+
+    def all_accounts(self) -> tuple[AccountSettings, ...]:
+        """Every configured account: ``jid``/``password`` (when set), then the file's (an
+        account in both is the file's)."""
+        listed = {account.jid for account in self.accounts}
+        single: tuple[AccountSettings, ...] = ()
+        if self.jid and self.password and self.jid not in listed:
+            single = (
+                AccountSettings(
+                    jid=self.jid,
+                    password=self.password,
+                    xmpp_host=self.xmpp_host,
+                    xmpp_port=self.xmpp_port,
+                    xmpp_tls=self.xmpp_tls,
+                ),
+            )
+        return single + self.accounts
 
     def require_account(self) -> tuple[str, str]:
         """The JID and password, or a :class:`ConfigError` saying what to set."""
@@ -71,7 +114,7 @@ def load_settings(
     raw: dict[str, object] = {}
     if config_file is not None:
         raw.update(_read_toml(config_file))
-    names = {field.name for field in fields(Settings)} - {"database_is_default"}
+    names = {each.name for each in fields(Settings)} - {"database_is_default", "accounts"}
     for name in names:
         value = env.get(PREFIX + name.upper())
         if value is not None and value != "":
@@ -80,30 +123,112 @@ def load_settings(
     if unknown:
         raise ConfigError(f"{config_file}", f"unknown keys {', '.join(sorted(unknown))}")
     database_url = _text(raw, "database_url")
+    xmpp_host, xmpp_port = _text(raw, "xmpp_host"), _port(raw, "xmpp_port")
+    xmpp_tls = cast(TlsMode, _choice(raw, "xmpp_tls", _TLS_MODES))
+    accounts_file = _path(raw, "accounts_file", relative_to=config_file)
+    shared = AccountSettings(
+        jid="", password="", xmpp_host=xmpp_host, xmpp_port=xmpp_port, xmpp_tls=xmpp_tls
+    )
     return Settings(
         database_url=_database_url(database_url or default_database_url(env)),
         database_is_default=not database_url,
         jid=_jid(raw),
         password=_text(raw, "password"),
-        xmpp_host=_text(raw, "xmpp_host"),
-        xmpp_port=_port(raw, "xmpp_port"),
-        xmpp_tls=cast(TlsMode, _choice(raw, "xmpp_tls", ("starttls", "direct", "none"))),
+        xmpp_host=xmpp_host,
+        xmpp_port=xmpp_port,
+        xmpp_tls=xmpp_tls,
+        accounts_file=accounts_file,
+        accounts=() if accounts_file is None else read_accounts(accounts_file, shared),
         log_level=_choice(raw, "log_level", _LOG_LEVELS, upper=True) or "INFO",
         metrics_port=_port(raw, "metrics_port"),
     )
 
 
-def _read_toml(path: Path) -> dict[str, object]:
+def read_accounts(path: Path, shared: AccountSettings) -> tuple[AccountSettings, ...]:
+    """The ``[[account]]`` entries of the accounts file ``path``, over the ``shared`` server
+    settings; a :class:`ConfigError` names the file and the first bad entry."""
+    label = f"{_label('accounts_file')} ({path})"
+    raw = _read_toml(path, label=label)
+    unknown = set(raw) - {"account"}
+    if unknown:
+        raise ConfigError(
+            label, f"unknown keys {', '.join(sorted(unknown))} (expected [[account]])"
+        )
+    entries = raw.get("account", [])
+    if not isinstance(entries, list):
+        raise ConfigError(label, "expected [[account]] tables")
+    accounts: dict[str, AccountSettings] = {}
+    for number, entry in enumerate(entries, start=1):
+        jid = entry.get("jid") if isinstance(entry, dict) else None
+        name = f"account {number}" + (f" ({jid})" if isinstance(jid, str) else "")
+        try:
+            account = _account(entry, shared, path.parent)
+        except ConfigError as exc:
+            key = exc.name.removeprefix(PREFIX).lower()
+            raise ConfigError(label, f"{name}: {key}: {exc.problem}") from None
+        except ValueError as exc:
+            raise ConfigError(label, f"{name}: {exc}") from None
+        if account.jid in accounts:
+            raise ConfigError(label, f"account {number} ({account.jid}): listed twice")
+        accounts[account.jid] = account
+    return tuple(accounts.values())
+
+
+def _account(entry: object, shared: AccountSettings, folder: Path) -> AccountSettings:
+    if not isinstance(entry, dict):
+        raise ValueError(f"expected a table, got {entry!r}")
+    unknown = set(entry) - {*_ACCOUNT_KEYS, "password", "password_file", "jid"}
+    if unknown:
+        raise ValueError(f"unknown keys {', '.join(sorted(unknown))}")
+    jid = _text(entry, "jid")
+    if not jid:
+        raise ValueError("no jid")
+    jid = bare_jid(jid)
+    password = _text(entry, "password")
+    password_file = _path(entry, "password_file", relative_to=folder)
+    if (password is None) == (password_file is None):
+        raise ValueError("give password or password_file (one of them)")
+    if password_file is not None:
+        try:
+            password = password_file.read_text("utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read password_file {password_file}: {exc}") from None
+    return AccountSettings(
+        jid=jid,
+        password=password or "",
+        xmpp_host=_text(entry, "xmpp_host") or shared.xmpp_host,
+        xmpp_port=_port(entry, "xmpp_port") or shared.xmpp_port,
+        xmpp_tls=cast(TlsMode, _choice(entry, "xmpp_tls", _TLS_MODES, default=shared.xmpp_tls)),
+    )
+
+
+_ACCOUNT_KEYS = ("xmpp_host", "xmpp_port", "xmpp_tls")
+
+
+def _read_toml(path: Path, *, label: str | None = None) -> dict[str, object]:
+    what = "config file" if label is None else "file"
+    label = label or str(path)
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except OSError as exc:
-        raise ConfigError(str(path), f"cannot read the config file: {exc.strerror}") from exc
+        raise ConfigError(label, f"cannot read the {what}: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), f"not valid TOML: {exc}") from exc
+        raise ConfigError(label, f"not valid TOML: {exc}") from exc
     except UnicodeDecodeError as exc:
         problem = f"not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})"
-        raise ConfigError(str(path), problem) from exc
+        raise ConfigError(label, problem) from exc
+
+
+def _path(raw: Mapping[str, object], name: str, *, relative_to: Path | None) -> Path | None:
+    """A file named by a setting; relative to ``relative_to`` (a file's folder) if given."""
+    text = _text(raw, name)
+    if text is None:
+        return None
+    path = Path(text).expanduser()
+    if relative_to is not None and not path.is_absolute():
+        path = (relative_to if relative_to.is_dir() else relative_to.parent) / path
+    return path
 
 
 def _label(name: str) -> str:
@@ -180,11 +305,16 @@ def _port(raw: Mapping[str, object], name: str) -> int | None:
 
 
 def _choice(
-    raw: Mapping[str, object], name: str, allowed: tuple[str, ...], *, upper: bool = False
+    raw: Mapping[str, object],
+    name: str,
+    allowed: tuple[str, ...],
+    *,
+    upper: bool = False,
+    default: str | None = None,
 ) -> str:
     value = _text(raw, name)
     if value is None:
-        return allowed[0] if not upper else "INFO"
+        return default or (allowed[0] if not upper else "INFO")
     value = value.upper() if upper else value.lower()
     if value not in allowed:
         raise ConfigError(_label(name), f"expected one of {', '.join(allowed)}, got {value!r}")

@@ -28,6 +28,7 @@ import functools
 import logging
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
@@ -105,6 +106,11 @@ class IngestOptions:
     """Seconds the account's lease lasts unless renewed (every third of it), when one is held."""
 
 
+#: Told of each change of the session's state: ``connecting`` (with the last failure, if any),
+#: ``connected``, ``standing-by`` (with the lease's holder).
+StateCallback = Callable[[str, str | None], None]
+
+
 class Ingest:
     """Runs the account's sessions and appends what they see; see the module docstring."""
 
@@ -118,9 +124,13 @@ class Ingest:
         writer: EventWriter | None = None,
         clock: Clock = utc_now,
         lease: IngestLease | None = None,
+        on_state: StateCallback | None = None,
+        logins: anyio.CapacityLimiter | None = None,
     ) -> None:
         self.account = account
         self.lease = lease
+        self._on_state = on_state
+        self._logins = logins  # shared by the accounts of one process: no login storm
         self.options = options or IngestOptions()
         self.writer = writer or EventWriter(log)
         self.scheduler = SyncScheduler(
@@ -189,6 +199,7 @@ class Ingest:
                 continue
             outage.ended()
             if holder is None:
+                self._state("connecting", None)
                 if waited is not None:
                     log.warning("took over the ingest of %s (from %s)", self.account.jid, waited)
                 return
@@ -201,6 +212,7 @@ class Ingest:
                     max(0.0, holder.expires_in),
                 )
                 waited = holder.owner
+                self._state("standing-by", f"ingested by {holder.owner}")
             await anyio.sleep(min(ttl / 3, max(0.01, holder.expires_in)))
 
     async def _renew(self, lease: IngestLease, held: anyio.CancelScope) -> None:
@@ -239,26 +251,32 @@ class Ingest:
             await anyio.sleep(0.01)
         await self.writer.flush()
 
+    def _state(self, state: str, reason: str | None) -> None:
+        if self._on_state is not None:
+            self._on_state(state, reason)
+
     async def _sessions(self, task_status: anyio.abc.TaskStatus[None]) -> None:
         failures = 0
         while True:
             lost = anyio.Event()
             try:
-                xmpp = await connect(
-                    self.account.full_jid(),
-                    self.account.password,
-                    host=self.account.host,
-                    port=self.account.port,
-                    tls=self.account.tls,
-                    timeout=self.options.connect_timeout,
-                    plugins=DEFAULT_PLUGINS,
-                    pep_notify=self._directory.pep_notify(),
-                    on_notification=self._on_message,
-                    on_disconnected=lost.set,
-                )
+                async with self._logins or contextlib.nullcontext():
+                    xmpp = await connect(
+                        self.account.full_jid(),
+                        self.account.password,
+                        host=self.account.host,
+                        port=self.account.port,
+                        tls=self.account.tls,
+                        timeout=self.options.connect_timeout,
+                        plugins=DEFAULT_PLUGINS,
+                        pep_notify=self._directory.pep_notify(),
+                        on_notification=self._on_message,
+                        on_disconnected=lost.set,
+                    )
             except XmppConnectError as exc:
                 if self.sessions == 0 and failures == 0 and exc.cause.startswith(FATAL):
                     raise
+                self._state("connecting", str(exc))
                 failures += 1
                 delay = self.options.reconnect.delay(failures)
                 log.warning("%s; retrying in %.1f s", exc, delay)
@@ -266,6 +284,7 @@ class Ingest:
                 continue
             failures = 0
             self.sessions += 1
+            self._state("connected", None)
             log.info("session %d of %s started", self.sessions, self.account.jid)
             try:
                 await self._session(
@@ -274,6 +293,7 @@ class Ingest:
             finally:
                 await disconnect(xmpp)
             task_status = anyio.TASK_STATUS_IGNORED  # started() is called once
+            self._state("connecting", "session lost")
             delay = self.options.reconnect.delay(1)
             log.warning("session of %s lost; reconnecting in %.1f s", self.account.jid, delay)
             await anyio.sleep(delay)
