@@ -270,7 +270,7 @@ class Ingest:
                         timeout=self.options.connect_timeout,
                         plugins=DEFAULT_PLUGINS,
                         pep_notify=self._directory.pep_notify(),
-                        on_notification=self._on_message,
+                        on_notification=self.handle_message,
                         on_disconnected=lost.set,
                     )
             except XmppConnectError as exc:
@@ -287,7 +287,7 @@ class Ingest:
             self._state("connected", None)
             log.info("session %d of %s started", self.sessions, self.account.jid)
             try:
-                await self._session(
+                await self.serve_session(
                     PubsubClient(xmpp, timeout=self.options.request_timeout), lost, task_status
                 )
             finally:
@@ -298,9 +298,12 @@ class Ingest:
             log.warning("session of %s lost; reconnecting in %.1f s", self.account.jid, delay)
             await anyio.sleep(delay)
 
-    async def _session(
+    async def serve_session(
         self, client: PubsubClient, lost: anyio.Event, task_status: anyio.abc.TaskStatus[None]
     ) -> None:
+        """Serve one open session (syncs, catch-up, payload fetches, reconciliation, keepalive)
+        until ``lost`` is set; the daemon calls it for the sessions it opens, the slixmpp plugin
+        for the program's own."""
         async with anyio.create_task_group() as group:
             await group.start(self.scheduler.run, functools.partial(self._sync, client))
             group.start_soon(self._watch_read_model)
@@ -431,7 +434,8 @@ class Ingest:
                 lost.set()
                 return
 
-    def _on_message(self, message: ET.Element) -> None:
+    def handle_message(self, message: ET.Element) -> None:
+        """Log a pubsub notification (a ``<message>`` with a pubsub event) of the session."""
         # Runs inside slixmpp's receive path, in arrival order: queue, never wait, never raise
         # (slixmpp would only log it, and the rest of the message would be lost).
         try:

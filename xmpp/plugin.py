@@ -27,7 +27,8 @@ sync read that way gets a sync request. The plugin's own requests (syncs, fetche
 the server: they run under :data:`_OWN_REQUESTS`.
 
 The ingest's per-session machinery is :class:`~.ingest.Ingest`'s, driven through the program's
-session (its ``_session`` and ``_on_message``, which the daemon calls for the sessions it opens).
+session (its ``serve_session`` and ``handle_message``, which the daemon calls for the sessions it
+opens).
 """
 
 from __future__ import annotations
@@ -238,7 +239,7 @@ class pubsub_cache(BasePlugin):  # slixmpp finds a plugin by its name
             if not self._up.is_set() or not self.ingesting:
                 continue
             client = PubsubClient(self.client, timeout=self.ingest.options.request_timeout)
-            await self.ingest._session(client, lost, anyio.TASK_STATUS_IGNORED)
+            await self.ingest.serve_session(client, lost, anyio.TASK_STATUS_IGNORED)
 
     def _session_start(self, _event: object) -> None:
         self._up.set()
@@ -252,7 +253,7 @@ class pubsub_cache(BasePlugin):  # slixmpp finds a plugin by its name
 
     def _on_notification(self, message: ET.Element) -> None:
         if self.ingesting:
-            self.ingest._on_message(message)
+            self.ingest.handle_message(message)
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
