@@ -211,7 +211,7 @@ async def serve_accounts(
             if metrics_port is not None:
                 from .metrics import serve_metrics
 
-                await group.start(serve_metrics, engine, metrics_port, pool.states)
+                await group.start(serve_metrics, engine, metrics_port)
             if follower is not None:
                 await group.start(functools.partial(follower.run, idle_timeout=PROJECTOR_WAIT))
             await group.start(pool.run, accounts)

@@ -9,26 +9,22 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
 import anyio
 from anyio.abc import SocketStream, TaskStatus
 from sqlalchemy.engine import Engine
 
 from pubsub_cache.events.outage import UNAVAILABLE, Outage
-from pubsub_cache.projector.status import Status, read_status
-
-if TYPE_CHECKING:
-    from pubsub_cache.xmpp.accounts import AccountState
+from pubsub_cache.projector.status import AccountStatus, Status, read_status
 
 log = logging.getLogger(__name__)
 
 #: The states an account's ingest can be in, each a series of ``pubsub_cache_account_state``.
-ACCOUNT_STATES = ("connecting", "connected", "standing-by", "failed")
+ACCOUNT_STATES = ("connecting", "connected", "standing-by", "failed", "stopped")
 
 
-def render_accounts(states: Sequence[AccountState]) -> str:
+def render_accounts(states: Sequence[AccountStatus]) -> str:
     """Each account's state (1 for the state it is in, 0 for the others) and since when."""
     lines = [
         "# HELP pubsub_cache_account_state Each account's ingest: 1 for its current state.",
@@ -38,7 +34,7 @@ def render_accounts(states: Sequence[AccountState]) -> str:
         for state in ACCOUNT_STATES:
             value = int(account.state == state)
             lines.append(
-                f'pubsub_cache_account_state{{account="{account.jid}",state="{state}"}} {value}'
+                f'pubsub_cache_account_state{{account="{account.account}",state="{state}"}} {value}'
             )
     lines += [
         "# HELP pubsub_cache_account_state_since Unix time each account entered its state.",
@@ -46,7 +42,7 @@ def render_accounts(states: Sequence[AccountState]) -> str:
     ]
     for account in states:
         lines.append(
-            f'pubsub_cache_account_state_since{{account="{account.jid}"}} {account.since:.3f}'
+            f'pubsub_cache_account_state_since{{account="{account.account}"}} {account.since:.3f}'
         )
     return "\n".join(lines) + "\n"
 
@@ -92,21 +88,19 @@ def render(status: Status) -> str:
         "# TYPE pubsub_cache_parse_errors gauge",
         f"pubsub_cache_parse_errors {status.parse_errors}",
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + (render_accounts(status.accounts) if status.accounts else "")
 
 
 async def serve_metrics(
     engine: Engine,
     port: int,
-    accounts: Callable[[], Sequence[AccountState]] | None = None,
     *,
     host: str = "127.0.0.1",
     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Answer every HTTP request on ``host:port`` with the metrics; runs until cancelled.
 
-    ``accounts`` (a daemon's ingests) adds each account's state. While the database is away,
-    scrapes get ``503 Service Unavailable`` (one warning per
+    While the database is away, scrapes get ``503 Service Unavailable`` (one warning per
     outage): a request must never take the daemon down with it.
     """
     listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
@@ -119,8 +113,6 @@ async def serve_metrics(
                 await stream.receive(4096)  # the request itself does not matter
                 try:
                     body = await anyio.to_thread.run_sync(_scrape, engine)
-                    if accounts is not None:
-                        body += render_accounts(accounts()).encode()
                 except UNAVAILABLE as exc:
                     outage.failed(exc)
                     await stream.send(_response("503 Service Unavailable", _DOWN))

@@ -299,3 +299,21 @@ def item_key_select(dialect: str, paths: tuple[str, ...], *, trigger: bool) -> s
         "AND (jsonb_typeof(k.value) = 'number' OR (jsonb_typeof(k.value) = 'string' "
         f"AND octet_length(n.account) + octet_length({text}) <= {KEY_BYTES}))"
     )
+
+
+# Each account an ingest daemon serves and where its session stands (xmpp/accounts.py writes it,
+# ``pubsub-cache status`` and /metrics read it): the daemon is another process than the status.
+ingest_account = sa.Table(
+    "ingest_account",
+    metadata,
+    sa.Column("account", sa.Text, primary_key=True, comment="the bare JID served"),
+    sa.Column("owner", sa.Text, nullable=False, comment="the process serving it (ingest_lease)"),
+    sa.Column(
+        "state",
+        sa.Text,
+        nullable=False,
+        comment="connecting, connected, standing-by, failed or stopped",
+    ),
+    sa.Column("reason", sa.Text, comment="why: the failure, the lease's holder"),
+    sa.Column("since", sa.Float, nullable=False, comment="Unix time it entered the state"),
+)

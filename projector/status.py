@@ -1,6 +1,7 @@
 """What ``pubsub-cache status`` reports: the log's head, each projector's checkpoint and its lag,
 a rebuild in progress (apart: it is not a projector, and a finished one leaves no checkpoint),
-parked events, nodes by sync state, rejected notifications. Read-only; safe while daemons run."""
+parked events, nodes by sync state, rejected notifications, and each account an ingest daemon
+serves (as it recorded it in ``ingest_account``). Read-only; safe while daemons run."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pubsub_cache.events.schema import event_table
 from pubsub_cache.projector.payloads import parse_error_count
 from pubsub_cache.projector.schema import (
     SYNC_STATES,
+    ingest_account,
     parked_event,
     projector_checkpoint,
     pubsub_counter,
@@ -38,6 +40,19 @@ class CheckpointStatus(msgspec.Struct, frozen=True):
     lease_expires_in: float | None
 
 
+class AccountStatus(msgspec.Struct, frozen=True):
+    """An account an ingest daemon serves: ``connecting``, ``connected``, ``standing-by``
+    (another process serves it), ``failed`` (with the reason) or ``stopped``, since when."""
+
+    account: str
+    state: str
+    reason: str | None
+    since: float
+    """Unix time the account entered ``state``."""
+    owner: str
+    """The daemon that recorded it (``host:pid:token``)."""
+
+
 class Status(msgspec.Struct, frozen=True):
     """The whole report."""
 
@@ -52,6 +67,8 @@ class Status(msgspec.Struct, frozen=True):
     :func:`~pubsub_cache.projector.rebuild.discard_rebuild`."""
     parse_errors: int = 0
     """Cached items whose payload could not be parsed (each with its reason)."""
+    accounts: list[AccountStatus] = msgspec.field(default_factory=list)
+    """Each account served by an ingest daemon, by JID."""
 
 
 def read_status(connection: Connection, *, now: float | None = None) -> Status:
@@ -98,6 +115,10 @@ def read_status(connection: Connection, *, now: float | None = None) -> Status:
         int(rejected or 0),
         rebuild,
         parse_errors=parse_error_count(connection),
+        accounts=[
+            AccountStatus(row.account, row.state, row.reason, row.since, row.owner)
+            for row in connection.execute(sa.select(ingest_account).order_by("account"))
+        ],
     )
 
 

@@ -35,7 +35,8 @@ from pubsub_cache.events.log import EventLog
 
 from .directory import NodeDirectory
 from .ingest import Ingest, IngestOptions, XmppAccount
-from .lease import IngestLease, new_owner
+from .lease import IngestLease, new_owner, publish_states
+from .writer import RETRYABLE
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,9 @@ class IngestPool:
         self._states: dict[str, AccountState] = {}
         self._changed = anyio.Event()
         self._group: anyio.abc.TaskGroup | None = None
+        # States not yet in ingest_account (None: the account's row goes), and a wake-up.
+        self._unpublished: dict[str, tuple[str, str | None, float] | None] = {}
+        self._to_publish = anyio.Event()
 
     @property
     def ingests(self) -> dict[str, Ingest]:
@@ -107,11 +111,20 @@ class IngestPool:
         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve ``accounts`` (then whatever :meth:`update` says) until cancelled."""
-        async with anyio.create_task_group() as group:
-            self._group = group
-            self.update(accounts)
-            task_status.started()
-            await anyio.sleep_forever()
+        try:
+            async with anyio.create_task_group() as group:
+                self._group = group
+                if self._engine is not None:
+                    group.start_soon(self._publish, self._engine)
+                self.update(accounts)
+                task_status.started()
+                await anyio.sleep_forever()
+        finally:
+            if self._engine is not None:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                    stopped = {jid: ("stopped", None, time.time()) for jid in self._states}
+                    self._unpublished.update(stopped)
+                    await self._publish_once(self._engine)
 
     def update(self, accounts: Iterable[XmppAccount]) -> tuple[list[str], list[str]]:
         """Serve exactly ``accounts`` from now on: start the new ones, stop the ones gone, restart
@@ -131,6 +144,8 @@ class IngestPool:
             stopping[jid] = served.done
             if jid not in wanted:
                 self._states.pop(jid, None)
+                self._unpublished[jid] = None
+                self._to_publish.set()
         added = [jid for jid in wanted if jid not in self._served]
         for jid in added:
             served = _Served(wanted[jid])
@@ -199,6 +214,8 @@ class IngestPool:
         self._states[jid] = change = AccountState(jid, state, reason, time.time())
         if state == "failed" or (current is not None and current.state == "connected"):
             log.warning("account %s: %s%s", jid, state, f" ({reason})" if reason else "")
+        self._unpublished[jid] = (state, reason, change.since)
+        self._to_publish.set()
         if self._on_change is not None:
             self._on_change(change)
         self._notify()
@@ -206,6 +223,28 @@ class IngestPool:
     def _notify(self) -> None:
         self._changed.set()
         self._changed = anyio.Event()
+
+    async def _publish(self, engine: Engine) -> None:
+        # One writer of ingest_account for all the accounts: the changes of a login wave go in
+        # one transaction; a database outage keeps the latest state of each until it is back.
+        while True:
+            await self._to_publish.wait()
+            self._to_publish = anyio.Event()
+            if not await self._publish_once(engine):
+                await anyio.sleep(1.0)
+                self._to_publish.set()
+
+    async def _publish_once(self, engine: Engine) -> bool:
+        batch, self._unpublished = self._unpublished, {}
+        if not batch:
+            return True
+        try:
+            await anyio.to_thread.run_sync(publish_states, engine, self._owner, batch)
+        except RETRYABLE as exc:
+            log.warning("account states not recorded (retrying): %s", exc)
+            self._unpublished = {**batch, **self._unpublished}
+            return False
+        return True
 
 
 def _reason(error: BaseException) -> str:

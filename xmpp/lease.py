@@ -20,6 +20,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -27,7 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from pubsub_cache.events.db import write_transaction
-from pubsub_cache.projector.schema import ingest_lease
+from pubsub_cache.projector.schema import ingest_account, ingest_lease
 
 lease = ingest_lease.c
 
@@ -104,6 +105,32 @@ class IngestLease:
             )
             return None
         return Holder(row.owner, row.expires - now)
+
+
+def publish_states(
+    engine: Engine, owner: str, states: Mapping[str, tuple[str, str | None, float] | None]
+) -> None:
+    """Record each account's ``(state, reason, since)`` in ``ingest_account`` as served by
+    ``owner`` (``None``: no longer served, the row goes). A ``standing-by`` never overwrites
+    the row of the process that serves the account."""
+    insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+    rows = ingest_account.c
+    with write_transaction(engine) as connection:
+        for account, state in states.items():
+            if state is None:
+                connection.execute(
+                    ingest_account.delete().where(rows.account == account, rows.owner == owner)
+                )
+                continue
+            values = {"owner": owner, "state": state[0], "reason": state[1], "since": state[2]}
+            upsert = insert(ingest_account).values(account=account, **values)
+            connection.execute(
+                upsert.on_conflict_do_update(
+                    index_elements=[rows.account],
+                    set_=values,
+                    where=sa.or_(rows.owner == owner, upsert.excluded.state != "standing-by"),
+                )
+            )
 
 
 def _pid_namespace() -> str:

@@ -20,9 +20,11 @@ from sqlalchemy.engine import Engine
 from pubsub_cache.events.log import EventLog
 from pubsub_cache.events.types import SyncRequested
 from pubsub_cache.ops.cli_daemon import serve_accounts, xmpp_accounts
+from pubsub_cache.ops.metrics import render
 from pubsub_cache.ops.prosody import LocalProsody
 from pubsub_cache.ops.settings import load_settings
 from pubsub_cache.projector.schema import ingest_lease
+from pubsub_cache.projector.status import AccountStatus, read_status
 from pubsub_cache.xmpp.accounts import AccountState, IngestPool
 from pubsub_cache.xmpp.client import PubsubClient
 from pubsub_cache.xmpp.ingest import XmppAccount
@@ -61,6 +63,12 @@ async def running_pool(
             yield pool
         finally:
             group.cancel_scope.cancel()
+
+
+def recorded(engine: Engine) -> dict[str, AccountStatus]:
+    """Each account's state as ``pubsub-cache status`` (another process) reads it."""
+    with engine.connect() as connection:
+        return {account.account: account for account in read_status(connection).accounts}
 
 
 def by_jid(pool: IngestPool) -> dict[str, AccountState]:
@@ -114,6 +122,7 @@ async def test_many_accounts_in_one_process_each_see_the_shared_node_and_a_bad_o
         tls="none",
     )
     prosody.register(wrong.jid.partition("@")[0], "the password")
+    ids = [account.jid for account in good]
 
     async with running_pool(engine, [*good[:5], wrong, *good[5:]]) as pool:
         states = await settled(pool)
@@ -133,6 +142,18 @@ async def test_many_accounts_in_one_process_each_see_the_shared_node_and_a_bad_o
         assert (cached_node(engine, wrong.jid, service, node_name) or {})["sync_state"] == "NONE"
         assert by_jid(pool)[wrong.jid].state == "failed"  # and the others never noticed
         assert all(pool.ingests[account.jid].sessions == 1 for account in good)
+
+        def shown() -> dict[str, str]:
+            return {jid: account.state for jid, account in recorded(engine).items()}
+
+        await eventually(
+            lambda: shown() == {**dict.fromkeys(ids, "connected"), wrong.jid: "failed"}
+        )
+        assert "authentication failed" in (recorded(engine)[wrong.jid].reason or "")
+        with engine.connect() as connection:
+            metrics = render(read_status(connection))
+        assert f'pubsub_cache_account_state{{account="{wrong.jid}",state="failed"}} 1' in metrics
+    assert set(shown().values()) == {"stopped"}  # a daemon that stopped says so
 
 
 def _item(engine: Engine, account: str, item: str) -> str | None:
@@ -195,6 +216,7 @@ async def test_a_reload_of_the_accounts_file_adds_and_removes_accounts_and_leave
                 return set(connection.execute(sa.select(ingest_lease.c.account)).scalars())
 
         await eventually(lambda: first.jid not in leased())  # released: stopped for good
+        await eventually(lambda: set(recorded(engine)) == {kept.jid, later.jid})
         assert {kept.jid, later.jid} <= leased()
 
         await request_syncs(engine, [kept, later], service, node_name)
