@@ -163,6 +163,7 @@ async def serve(
         async with anyio.create_task_group() as group:
             if signals:
                 group.start_soon(_stop_on_signal, group.cancel_scope)
+                group.start_soon(_reload_on_hangup, None)  # `systemctl reload` must not kill it
             if metrics_port is not None:
                 from .metrics import serve_metrics
 
@@ -221,9 +222,12 @@ async def serve_accounts(
         event_log.close()
 
 
-async def _reload_on_hangup(pool: IngestPool) -> None:
+async def _reload_on_hangup(pool: IngestPool | None) -> None:
     with anyio.open_signal_receiver(signal.SIGHUP) as signals:
         async for _ in signals:
+            if pool is None:
+                log.info("received SIGHUP: no accounts file, nothing to read again")
+                continue
             log.info("received SIGHUP: reading the accounts again")
             await pool.reload()
 
