@@ -12,9 +12,8 @@ the account stands by) and reconnection backoff; they share the event log, the r
 directory and a limit on logins in flight (:data:`LOGINS`), so that a restart of the server or
 of the daemon brings no login storm. An account's failure (a wrong password at the first
 connection, a removed account, an unexpected error) is logged, kept in :meth:`IngestPool.states`
-with its reason, and never reaches the others; the account is tried again only when
-:meth:`IngestPool.update` is given a changed entry for it (e.g. a new password), or the entry
-removed and listed again.
+with its reason, and never reaches the others; the account is tried again at the next
+:meth:`IngestPool.update` (SIGHUP) that still lists it.
 """
 
 from __future__ import annotations
@@ -128,14 +127,16 @@ class IngestPool:
 
     def update(self, accounts: Iterable[XmppAccount]) -> tuple[list[str], list[str]]:
         """Serve exactly ``accounts`` from now on: start the new ones, stop the ones gone, restart
-        the changed ones; the others go on undisturbed. Returns the JIDs added and removed."""
+        the changed and the failed ones; the others go on undisturbed. Returns the JIDs added
+        and removed."""
         if self._group is None:
             raise RuntimeError("IngestPool.update before run")
         wanted = {account.jid: account for account in accounts}
         removed = [
             jid
             for jid, served in self._served.items()
-            if wanted.get(jid) != served.account  # gone, or changed: stopped, then started
+            # Gone, changed, or failed (tried again): stopped, then started.
+            if wanted.get(jid) != served.account or self._states[jid].state == "failed"
         ]
         stopping: dict[str, anyio.Event] = {}
         for jid in removed:

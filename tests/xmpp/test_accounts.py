@@ -153,6 +153,11 @@ async def test_many_accounts_in_one_process_each_see_the_shared_node_and_a_bad_o
         with engine.connect() as connection:
             metrics = render(read_status(connection))
         assert f'pubsub_cache_account_state{{account="{wrong.jid}",state="failed"}} 1' in metrics
+
+        prosody.register(wrong.jid.partition("@")[0], wrong.password)  # the password is fixed
+        assert pool.update([*good, wrong]) == ([], [])  # a reload tries a failed account again
+        await eventually(lambda: shown()[wrong.jid] == "connected")
+        assert all(pool.ingests[account.jid].sessions == 1 for account in good)
     assert set(shown().values()) == {"stopped"}  # a daemon that stopped says so
 
 
