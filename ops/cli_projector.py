@@ -148,6 +148,17 @@ def status(app: AppContext, as_json: bool) -> None:
     click.echo(f"parked events: {report.parked}")
     click.echo(f"rejected notifications: {report.rejected}")
     click.echo(f"items that did not parse: {report.parse_errors}")
+    if report.rebuild is not None:
+        click.echo(
+            f"rebuild begun, not finished: position {report.rebuild.position} (`replay` resumes it)"
+        )
+    now = time.time()
+    for account in report.accounts:
+        reason = f" ({account.reason})" if account.reason else ""
+        click.echo(
+            f"account {account.account}: {account.state}{reason} "
+            f"for {max(0.0, now - account.since):.0f} s"
+        )
 
 
 @click.group()

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 
 from helpers import published
 from pubsub_cache.events.log import EventLog
-from pubsub_cache.projector.schema import projector_checkpoint
+from pubsub_cache.projector.schema import ingest_account, projector_checkpoint
 
 CLI = str(Path(sys.executable).parent / "pubsub-cache")
 
@@ -129,3 +129,24 @@ def test_parked_list_says_when_nothing_is_parked(database_url: str, engine: Engi
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "no parked events"
+
+
+def test_status_in_text_shows_each_account_and_why_one_failed(
+    database_url: str, engine: Engine
+) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            ingest_account.insert(),
+            [
+                {"account": "a@example.org", "owner": "h:1:x", "state": "connected",
+                 "reason": None, "since": time.time()},
+                {"account": "b@example.org", "owner": "h:1:x", "state": "failed",
+                 "reason": "authentication failed", "since": time.time()},
+            ],
+        )  # fmt: skip
+    shown = subprocess.run(
+        [CLI, "status"], capture_output=True, text=True, env=environment(database_url), timeout=60
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "account a@example.org: connected for" in shown.stdout
+    assert "account b@example.org: failed (authentication failed) for" in shown.stdout
