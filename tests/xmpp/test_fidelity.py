@@ -24,6 +24,7 @@ from pubsub_cache.query import Page
 from pubsub_cache.xmpp import ingest
 from pubsub_cache.xmpp.client import PubsubClient
 from pubsub_cache.xmpp.directory import NodeRef
+from pubsub_cache.xmpp.ingest import XmppAccount
 from xmpp_fixtures import (
     account_on,
     befriend,
@@ -54,6 +55,17 @@ def fresh(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+async def new_node(
+    server: LocalXmppServer, engine: Engine, publisher: PubsubClient, name: str, max_items: int
+) -> tuple[XmppAccount, Node]:
+    """A fresh cache account and a fresh node of the server's pubsub service (its publisher
+    owns it), as that account sees it."""
+    cache = account_on(server, fresh("cache"))
+    node = Node(server, engine, cache.jid, server.pubsub_service, fresh(name))
+    await publisher.create_node(node.service, node.node, {"max_items": max_items})
+    return cache, node
+
+
 async def publish(client: PubsubClient, node: Node, *item_ids: str, tag: str = "") -> None:
     for item_id in item_ids:
         await client.publish(node.service, node.node, item_id, entry(f"{item_id}{tag}"))
@@ -62,9 +74,7 @@ async def publish(client: PubsubClient, node: Node, *item_ids: str, tag: str = "
 async def test_items_evicted_on_publish_leave_the_cache(
     xmpp_server: LocalXmppServer, publisher: PubsubClient, engine: Engine
 ) -> None:
-    cache = account_on(xmpp_server, fresh("cache"))
-    node = Node(xmpp_server, engine, cache.jid, xmpp_server.pubsub_service, fresh("evict"))
-    await publisher.create_node(node.service, node.node, {"max_items": 3})
+    cache, node = await new_node(xmpp_server, engine, publisher, "evict", 3)
     await publish(publisher, node, "it1")
 
     async with running_daemon(engine, cache) as daemon:
@@ -79,9 +89,7 @@ async def test_items_evicted_on_publish_leave_the_cache(
 async def test_a_lowered_max_items_evicts_as_the_server_does(
     xmpp_server: LocalXmppServer, publisher: PubsubClient, engine: Engine
 ) -> None:
-    cache = account_on(xmpp_server, fresh("cache"))
-    node = Node(xmpp_server, engine, cache.jid, xmpp_server.pubsub_service, fresh("lowered"))
-    await publisher.create_node(node.service, node.node, {"max_items": 30})
+    cache, node = await new_node(xmpp_server, engine, publisher, "lowered", 30)
     await publish(publisher, node, *(f"it{n:02}" for n in range(12)))
 
     async with running_daemon(engine, cache) as daemon:
@@ -122,9 +130,7 @@ async def test_a_contacts_pep_node_created_with_defaults(
 async def test_the_last_item_pushed_before_the_sync_page_keeps_its_place(
     xmpp_server: LocalXmppServer, publisher: PubsubClient, engine: Engine
 ) -> None:
-    cache = account_on(xmpp_server, fresh("cache"))
-    node = Node(xmpp_server, engine, cache.jid, xmpp_server.pubsub_service, fresh("pushed"))
-    await publisher.create_node(node.service, node.node, {"max_items": 50})
+    cache, node = await new_node(xmpp_server, engine, publisher, "pushed", 50)
     await publish(publisher, node, "it1", "it2", "it3")
 
     async with running_daemon(engine, cache) as daemon:
@@ -137,9 +143,7 @@ async def test_the_last_item_pushed_before_the_sync_page_keeps_its_place(
 async def test_publishes_while_the_daemon_is_down_take_their_places(
     xmpp_server: LocalXmppServer, publisher: PubsubClient, engine: Engine
 ) -> None:
-    cache = account_on(xmpp_server, fresh("cache"))
-    node = Node(xmpp_server, engine, cache.jid, xmpp_server.pubsub_service, fresh("down"))
-    await publisher.create_node(node.service, node.node, {"max_items": 50})
+    cache, node = await new_node(xmpp_server, engine, publisher, "down", 50)
     await publish(publisher, node, "it1")
     async with running_daemon(engine, cache) as daemon:
         daemon.request_sync(node.service, node.node, "test")
@@ -156,9 +160,7 @@ async def test_publishes_while_the_daemon_is_down_take_their_places(
 async def test_a_republished_id_takes_the_servers_place(
     xmpp_server: LocalXmppServer, publisher: PubsubClient, engine: Engine
 ) -> None:
-    cache = account_on(xmpp_server, fresh("cache"))
-    node = Node(xmpp_server, engine, cache.jid, xmpp_server.pubsub_service, fresh("again"))
-    await publisher.create_node(node.service, node.node, {"max_items": 50})
+    cache, node = await new_node(xmpp_server, engine, publisher, "again", 50)
     await publish(publisher, node, "a", "b", "c")
 
     async with running_daemon(engine, cache) as daemon:
@@ -174,9 +176,7 @@ async def test_a_republished_id_takes_the_servers_place(
 async def test_purge_delete_and_recreate(
     xmpp_server: LocalXmppServer, publisher: PubsubClient, engine: Engine
 ) -> None:
-    cache = account_on(xmpp_server, fresh("cache"))
-    node = Node(xmpp_server, engine, cache.jid, xmpp_server.pubsub_service, fresh("cycle"))
-    await publisher.create_node(node.service, node.node, {"max_items": 5})
+    cache, node = await new_node(xmpp_server, engine, publisher, "cycle", 5)
     await publish(publisher, node, "a", "b")
 
     async with running_daemon(engine, cache) as daemon:
@@ -205,9 +205,7 @@ async def test_an_unknown_servers_order_is_learned_from_what_its_listings_show(
 ) -> None:
     # As for a server whose software the cache does not know: no name to go by.
     monkeypatch.setattr(ingest, "order_from_identities", lambda _identities: (None, None))
-    cache = account_on(xmpp_server, fresh("cache"))
-    node = Node(xmpp_server, engine, cache.jid, xmpp_server.pubsub_service, fresh("unknown"))
-    await publisher.create_node(node.service, node.node, {"max_items": 50})
+    cache, node = await new_node(xmpp_server, engine, publisher, "unknown", 50)
     await publish(publisher, node, "a", "b", "c")
 
     async with running_daemon(engine, cache) as daemon:
