@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from .context import AppContext
-from .settings import bare_jid
+from .jid import bare_jid
 
 #: Largest integer both databases store (a signed 64-bit INTEGER/BIGINT).
 MAX_INT = 2**63 - 1

@@ -27,6 +27,8 @@ from typing import Literal, cast
 
 from pubsub_cache.errors import PubsubCacheError
 
+from .jid import bare_jid
+
 PREFIX = "PUBSUB_CACHE_"
 TlsMode = Literal["starttls", "direct", "none"]
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -275,20 +277,6 @@ def _jid(raw: Mapping[str, object]) -> str | None:
         return bare_jid(jid)
     except ValueError as exc:
         raise ConfigError(_label("jid"), str(exc)) from None
-
-
-def bare_jid(text: str) -> str:
-    """``text`` checked as a bare account JID (RFC 7622, by slixmpp's rules) and normalised;
-    raises :class:`ValueError` saying what is wrong."""
-    from slixmpp.jid import JID, InvalidJID  # imported here: ``--help`` need not load slixmpp
-
-    try:
-        jid = JID(text)
-    except InvalidJID as exc:
-        raise ValueError(f"{text!r} is not a valid JID: {exc}") from None
-    if not jid.user or jid.resource:
-        raise ValueError(f"expected a bare JID like user@example.org, got {text!r}")
-    return str(jid.bare)
 
 
 def _port(raw: Mapping[str, object], name: str) -> int | None:
