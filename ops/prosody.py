@@ -147,24 +147,25 @@ class LocalProsody:
         return self
 
     def _wait_for_port(self) -> None:
-        # Ready means: *this* Prosody answers an XMPP stream for our domain on the port. A bare
-        # TCP connect is not enough: when the port is taken, Prosody logs an error and keeps
-        # running without it, while the other program accepts connections.
+        # Ready means: *this* Prosody bound the port (its log says so) and answers an XMPP
+        # stream for our domain on it. An answer alone is not enough: when the port is taken,
+        # Prosody logs an error and keeps running without it, while the other server (maybe
+        # another Prosody for the same domain) answers.
         assert self._process is not None
         deadline = time.monotonic() + self.start_timeout
+        bound = f"Activated service 'c2s' on [{self.host}]:{self.port}"
         while True:
             returncode = self._process.poll()
             if returncode is not None:
                 self._process = None
                 reason = f"prosody exited with {returncode} during start-up"
                 raise ProsodyStartFailed(reason, port=self.port, log_tail=self.log_tail())
-            if self.log_path.exists() and _PORT_FAILURE in self.log_path.read_text(
-                errors="replace"
-            ):
+            logged = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+            if _PORT_FAILURE in logged:
                 self.stop()
                 reason = "the port is in use by another program"
                 raise ProsodyStartFailed(reason, port=self.port, log_tail=self.log_tail())
-            if self._answers_xmpp():
+            if bound in logged and self._answers_xmpp():
                 return
             if time.monotonic() > deadline:
                 self.stop()

@@ -112,14 +112,7 @@ def test_restart_keeps_the_port_and_the_accounts(xmpp_server: LocalXmppServer) -
     assert anyio.run(read) == expected
 
 
-def test_a_second_server_on_a_taken_port_fails_clearly(
-    xmpp_server: LocalXmppServer, request: pytest.FixtureRequest
-) -> None:
-    if xmpp_server.software == "prosody":
-        # LocalProsody takes any XMPP answer for its domain on the port as its own: the first
-        # server answers before the second has even logged its failure to bind.
-        reason = "LocalProsody._wait_for_port: another server for the domain holds the port"
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
+def test_a_second_server_on_a_taken_port_fails_clearly(xmpp_server: LocalXmppServer) -> None:
     # Typed so that mypy checks both classes against the protocol.
     kinds: dict[str, Callable[..., LocalXmppServer]] = {
         "prosody": LocalProsody,
