@@ -17,17 +17,17 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 from pubsub_cache.errors import PubsubCacheError
+
+from .xmpp_server import ServerLifecycle, answers_xmpp, free_port
 
 APT_INSTALL = "apt-get install -y prosody"
 _PORT_FAILURE = "Failed to open server port"
@@ -68,7 +68,7 @@ def default_config() -> Path:
     return Path(str(resources.files("pubsub_cache.ops") / "dev" / "prosody.cfg.lua"))
 
 
-class LocalProsody:
+class LocalProsody(ServerLifecycle):
     """One Prosody process on ``host:port`` serving ``domain`` and ``pubsub.<domain>``.
 
     ``admins`` are user names (local parts) made server admins; only admins may create nodes on
@@ -101,14 +101,10 @@ class LocalProsody:
         self.start_timeout = start_timeout
         self._owns_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="pubsub-cache-prosody-"))
-        self.port = port or _free_port(host)
+        self.port = port or free_port(host)
         self.log_path = self.workdir / "prosody.log"
         self.console_path = self.workdir / "console.log"
         self._process: subprocess.Popen[bytes] | None = None
-
-    def jid(self, user: str) -> str:
-        """The bare JID of ``user`` on this server."""
-        return f"{user}@{self.domain}"
 
     @property
     def running(self) -> bool:
@@ -165,27 +161,13 @@ class LocalProsody:
                 self.stop()
                 reason = "the port is in use by another program"
                 raise ProsodyStartFailed(reason, port=self.port, log_tail=self.log_tail())
-            if bound in logged and self._answers_xmpp():
+            if bound in logged and answers_xmpp(self.host, self.port, self.domain):
                 return
             if time.monotonic() > deadline:
                 self.stop()
                 reason = f"no XMPP stream on the port after {self.start_timeout:g} s"
                 raise ProsodyStartFailed(reason, port=self.port, log_tail=self.log_tail())
             time.sleep(0.01)
-
-    def _answers_xmpp(self) -> bool:
-        header = (
-            f"<?xml version='1.0'?><stream:stream to='{self.domain}' xmlns='jabber:client' "
-            "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>"
-        )
-        try:
-            with socket.create_connection((self.host, self.port), timeout=0.5) as probe:
-                probe.sendall(header.encode())
-                answer = probe.recv(4096)
-                probe.sendall(b"</stream:stream>")
-        except OSError:
-            return False
-        return f"from='{self.domain}'".encode() in answer
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM, wait up to ``timeout``, then SIGKILL. Keeps the working directory."""
@@ -198,17 +180,6 @@ class LocalProsody:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-    def restart(self) -> Self:
-        """Stop and start again on the same port with the same data (accounts survive)."""
-        self.stop()
-        return self.start()
-
-    def close(self) -> None:
-        """Stop, and remove the working directory if this object created it."""
-        self.stop()
-        if self._owns_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def register(self, user: str, password: str) -> str:
         """Create (or reset the password of) an account; returns its bare JID.
@@ -239,33 +210,9 @@ class LocalProsody:
                 tail.extend(path.read_text(errors="replace").splitlines()[-lines:])
         return "\n".join(tail[-lines:]) or "(no log written)"
 
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 def _binary(name: str) -> str:
     found = shutil.which(name)
     if found is None:
         raise ProsodyNotInstalled(name)
     return found
-
-
-def _free_port(host: str) -> int:
-    # The kernel picks a free port; it stays free until Prosody binds it (a small race that
-    # a retry of the start would cover; never hit on a test machine).
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port

@@ -42,7 +42,7 @@ from pubsub_cache.events import (
 from pubsub_cache.projector.analysers import Analyser, AnalyserRegistry, NodeInfo
 from pubsub_cache.projector.items import ItemWriter
 from pubsub_cache.projector.payloads import payload_namespace
-from pubsub_cache.projector.ranks import Placement, rank
+from pubsub_cache.projector.ranks import Placement, last_places, rank
 from pubsub_cache.projector.schema import LIVE, ReadModel
 
 NodeKey = tuple[str, str, str]
@@ -114,7 +114,8 @@ class BatchApplier:
                 listing: ServiceOrder = (
                     "modification" if node.item_order == "modification" else "creation"
                 )
-                for index, item in _last_places(items, offset):
+                for index in last_places([item.id for item in items]):
+                    item = items[index]
                     self._items.publish(
                         node.id,
                         node.analyser,
@@ -122,7 +123,7 @@ class BatchApplier:
                         position,
                         when=when,
                         sync_id=sync_id,
-                        placement=Placement(rank(start or position, index), listing),
+                        placement=Placement(rank(start or position, offset + index), listing),
                         service_order=node.item_order,
                     )
             case ItemsListed(item_ids=item_ids, complete=complete):
@@ -494,16 +495,6 @@ class BatchApplier:
 
 def _info(key: NodeKey) -> NodeInfo:
     return NodeInfo(key[1], key[2], None)
-
-
-def _last_places(items: list[Item], offset: int) -> list[tuple[int, Item]]:
-    """The listing's items with their index, each id once at its last place.
-
-    Prosody 0.12's memory store lists a re-published id twice: where it was, and at the end,
-    where its last publication put it (its order is by last publication); the last is true.
-    """
-    last = {item.id: (index, item) for index, item in enumerate(items, offset)}
-    return sorted(last.values(), key=lambda pair: pair[0])
 
 
 def _max_items(values: list[str]) -> int | None:

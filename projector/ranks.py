@@ -27,6 +27,7 @@ Every value comes from the log, so replay gives the same ranks as live (invarian
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from pubsub_cache.events.types import ServiceOrder
@@ -34,6 +35,17 @@ from pubsub_cache.events.types import ServiceOrder
 #: Items one event may place: a listing longer than this shares its last rank (order within
 #: that tail then falls back to row ids). Positions stay below 2**39 in a signed 64-bit rank.
 RANK_SPAN = 1 << 24
+
+
+def last_places(ids: Sequence[str]) -> list[int]:
+    """The indexes of a listing that stand, each id once at its last place, in order.
+
+    Prosody 0.12's memory store lists a re-published id twice: where it was, and at the end,
+    where its last publication put it (its order is by last publication); the last is true.
+    The projector, the live reads and the order learner all read a listing this way.
+    """
+    last = {item_id: index for index, item_id in enumerate(ids)}
+    return sorted(last.values())
 
 
 def rank(position: int, index: int) -> int:

@@ -28,6 +28,7 @@ import anyio
 from pubsub_cache.events.types import Item
 from pubsub_cache.projector.parsers import Parser
 from pubsub_cache.projector.payloads import parse_columns, payload_namespace
+from pubsub_cache.projector.ranks import last_places
 
 from .errors import LiveFetchError, LiveFetchTimeout
 from .model import Order, Page, PageItem, RsmRequest
@@ -98,8 +99,7 @@ def unique(items: list[Item]) -> list[Item]:
     """Each id once. A server may list an id twice: Prosody 0.12's memory store answers with
     both publications of a re-published id, the stale one where it was and the last one at the
     end (it orders by last publication). As the projector does, the last place and payload win."""
-    last = {item.id: index for index, item in enumerate(items)}
-    return [item for index, item in enumerate(items) if last[item.id] == index]
+    return [items[index] for index in last_places([item.id for item in items])]
 
 
 async def fetch_item(

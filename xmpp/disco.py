@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 import msgspec
 
 from pubsub_cache.events.types import ServiceOrder
+from pubsub_cache.projector.ranks import last_places
 
 from .stanzas import NS_RSM, RsmInfo
 
@@ -99,7 +100,7 @@ def order_from_listing(
     known = set(by_creation) & set(listed)
     if len(known) < 2:
         return None
-    shown = [item_id for item_id in dict.fromkeys(reversed(listed)) if item_id in known][::-1]
+    shown = [listed[index] for index in last_places(listed) if listed[index] in known]
     creation = [item_id for item_id in by_creation if item_id in known]
     modification = [item_id for item_id in by_modification if item_id in known]
     if creation == modification:
