@@ -15,6 +15,7 @@ accounts (on disk) and the port, and loses every node. Start-up takes about 0.05
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -202,6 +203,44 @@ class LocalProsody(ServerLifecycle):
             raise ProsodyCommandFailed(shown, returncode=result.returncode, output=output)
         return self.jid(user)
 
+    def register_many(self, users: Sequence[str], password: str) -> list[str]:
+        """Create (or reset) many accounts with one password; returns their bare JIDs in order.
+
+        ``prosodyctl register`` starts Prosody's whole Lua runtime for each account (about
+        30 ms); this runs one Lua process that starts it once and creates every account with
+        Prosody's own code (``util.prosodyctl.adduser``: the same stringprep, SCRAM hashing and
+        account files): 200 accounts in about 0.6 s here. Works whether or not the server runs.
+        """
+        names = list(users)
+        for user in names:
+            if not user or any(char.isspace() for char in user):
+                raise ValueError(f"a user name for register_many has no spaces: {user!r}")
+        if not names:
+            return []
+        interpreter, settings = _prosodyctl_runtime()
+        script = self.workdir / "register_many.lua"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        script.write_text(_register_many_script(settings))
+        result = subprocess.run(
+            [interpreter, str(script), "--config", str(self.config)],
+            input="".join(f"{user}\n" for user in names),
+            cwd=self.workdir,
+            # The password goes through the environment: never on a command line (ps shows it).
+            env={
+                **self.environment(),
+                "PUBSUB_CACHE_REGISTER_HOST": self.domain,
+                "PUBSUB_CACHE_REGISTER_PASSWORD": password,
+            },
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0 or result.stdout.strip() != str(len(names)):
+            shown = f"register_many ({len(names)} users on {self.domain})"
+            output = result.stdout + result.stderr
+            raise ProsodyCommandFailed(shown, returncode=result.returncode, output=output)
+        return [self.jid(user) for user in names]
+
     def log_tail(self, lines: int = 30) -> str:
         """The last ``lines`` of Prosody's log (and of its console output)."""
         tail: list[str] = []
@@ -216,3 +255,57 @@ def _binary(name: str) -> str:
     if found is None:
         raise ProsodyNotInstalled(name)
     return found
+
+
+def _prosodyctl_runtime() -> tuple[str, dict[str, str]]:
+    """The Lua interpreter ``prosodyctl`` runs on and the ``CFG_*`` paths it was installed with.
+
+    Both are read from the installed ``prosodyctl`` (its ``#!`` line and its ``CFG_X='...'``
+    lines), so a script run the same way finds Prosody's libraries wherever a distribution put them.
+    """
+    path = Path(_binary("prosodyctl"))
+    text = path.read_text(errors="replace")
+    first = text.splitlines()[0] if text else ""
+    words = first.removeprefix("#!").split()
+    if not first.startswith("#!") or not words:
+        raise ProsodyCommandFailed("register_many", returncode=-1, output=f"{path}: no #! line")
+    interpreter = words[-1] if Path(words[0]).name == "env" else words[0]
+    settings = dict(re.findall(r"^(CFG_[A-Z]+)\s*=\s*'([^']*)'", text, flags=re.MULTILINE))
+    if "CFG_SOURCEDIR" not in settings:
+        raise ProsodyCommandFailed(
+            "register_many", returncode=-1, output=f"{path}: no CFG_SOURCEDIR"
+        )
+    return interpreter, settings
+
+
+def _register_many_script(settings: dict[str, str]) -> str:
+    """A Lua program: start Prosody's runtime as prosodyctl does, then add each user on stdin.
+
+    Prints how many accounts it created; on the first failure, names the user and exits 1.
+    """
+    assignments = "".join(f"{name} = {_lua_string(value)}\n" for name, value in settings.items())
+    return (
+        assignments
+        + """package.path = CFG_SOURCEDIR .. "/?.lua;" .. package.path
+package.cpath = CFG_SOURCEDIR .. "/?.so;" .. package.cpath
+require("util.startup").prosodyctl()
+local adduser = require("util.prosodyctl").adduser
+local host = os.getenv("PUBSUB_CACHE_REGISTER_HOST")
+local password = os.getenv("PUBSUB_CACHE_REGISTER_PASSWORD")
+local created = 0
+for user in io.lines() do
+\tlocal ok, err = adduser({ user = user, host = host, password = password })
+\tif not ok then
+\t\tio.stderr:write("register ", user, "@", host, ": ", tostring(err), "\\n")
+\t\tos.exit(1)
+\tend
+\tcreated = created + 1
+end
+print(created)
+"""
+    )
+
+
+def _lua_string(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
