@@ -121,3 +121,18 @@ def search(quick: bool, postgres_url: str | None) -> None:
         run(quick=quick, postgres_url=url)
     except BenchFailure as exc:
         raise SystemExit(f"bench search FAILED: {exc}") from exc
+
+
+@bench.command()
+@_QUICK
+@_POSTGRES
+def accounts(quick: bool, postgres_url: str | None) -> None:
+    """Many accounts in one daemon: connect time, RSS each, fan-out latency and CPU."""
+    from .accounts import run
+    from .report import BenchFailure
+
+    url = postgres_url or os.environ.get("PUBSUB_CACHE_TEST_POSTGRES_URL")
+    try:
+        run(quick=quick, postgres_url=url)
+    except BenchFailure as exc:
+        raise SystemExit(f"bench accounts FAILED: {exc}") from exc
