@@ -30,11 +30,12 @@ from pubsub_cache.events.log import EventLog
 from pubsub_cache.events.types import Event, SyncRequested
 
 from .cli_errors import EXIT_NO
-from .cli_options import emit, json_option
+from .cli_options import account_of, account_option, emit, json_option
 from .cli_target import NODE, SERVICE, WORDS, resolve
 from .context import AppContext
 from .progress import Reporter
 from .settings import PREFIX, AccountSettings, ConfigError, Settings, load_settings
+from .shard import Shard, shard_option
 
 if TYPE_CHECKING:  # imported where used: ``pubsub-cache --help`` need not load slixmpp
     from pubsub_cache.xmpp.accounts import IngestPool
@@ -91,24 +92,26 @@ def _xmpp_account(account: AccountSettings) -> XmppAccount:
 
 
 @click.command()
+@shard_option
 @click.pass_obj
-def run(app: AppContext) -> None:
+def run(app: AppContext, shard: Shard | None) -> None:
     """The daemon: ingest and projector together, until SIGTERM or SIGINT."""
-    _serve(app, projector=True)
+    _serve(app, projector=True, shard=shard)
 
 
 @click.command()
+@shard_option
 @click.pass_obj
-def ingest(app: AppContext) -> None:
+def ingest(app: AppContext, shard: Shard | None) -> None:
     """The ingest alone: XMPP notifications and syncs into the log (no projector)."""
-    _serve(app, projector=False)
+    _serve(app, projector=False, shard=shard)
 
 
-def _serve(app: AppContext, *, projector: bool) -> None:
+def _serve(app: AppContext, *, projector: bool, shard: Shard | None = None) -> None:
     from .logs import configure_logging
 
     settings = app.settings
-    if settings.accounts_file is None:  # one account: a wrong password stops it (exit 2)
+    if settings.accounts_file is None and shard is None:  # one account: a wrong password stops it
         account = xmpp_account(settings)
         configure_logging(settings.log_level)
         engine = app.engine()
@@ -119,12 +122,19 @@ def _serve(app: AppContext, *, projector: bool) -> None:
         configure_logging(settings.log_level)
         engine = app.engine()
         config_file = app.config_file
+
+        def accounts(settings: Settings) -> list[XmppAccount]:
+            return (
+                xmpp_accounts(settings) if shard is None else shard.select(xmpp_accounts(settings))
+            )
+
         daemon = functools.partial(
             serve_accounts,
             engine,
-            xmpp_accounts(settings),
-            reload=lambda: xmpp_accounts(load_settings(config_file=config_file)),
+            accounts(settings),
+            reload=lambda: accounts(load_settings(config_file=config_file)),
             projector=projector,
+            shard=shard,
             metrics_port=settings.metrics_port,
         )
     try:
@@ -188,11 +198,14 @@ async def serve_accounts(
     signals: bool = True,
     options: IngestOptions | None = None,
     metrics_port: int | None = None,
+    shard: Shard | None = None,
     task_status: anyio.abc.TaskStatus[IngestPool] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run one ingest per account (and the projector) on ``engine`` until cancelled or
     signalled; ``started(pool)`` once every account was started (not yet connected: see
-    :meth:`IngestPool.wait_until`). SIGHUP calls ``reload`` for the accounts to serve."""
+    :meth:`IngestPool.wait_until`). SIGHUP calls ``reload`` for the accounts to serve. A
+    ``shard`` (already applied to ``accounts`` and ``reload``) names the process in the
+    leases and in ``status``."""
     from pubsub_cache.projector.analysers import default_registry
     from pubsub_cache.projector.runner import Projector
     from pubsub_cache.xmpp.accounts import IngestPool
@@ -201,7 +214,10 @@ async def serve_accounts(
     registry = default_registry()
     event_log = EventLog(engine)
     directory = ReadModelDirectory(engine, registry)
-    pool = IngestPool(engine, event_log, directory, options=options, reload=reload)
+    from pubsub_cache.xmpp.lease import new_owner
+
+    owner = new_owner(f"shard-{shard.index}-of-{shard.count}" if shard is not None else "")
+    pool = IngestPool(engine, event_log, directory, options=options, reload=reload, owner=owner)
     follower = Projector(engine, registry=registry, log=event_log) if projector else None
     try:
         async with anyio.create_task_group() as group:
@@ -216,7 +232,11 @@ async def serve_accounts(
             if follower is not None:
                 await group.start(functools.partial(follower.run, idle_timeout=PROJECTOR_WAIT))
             await group.start(pool.run, accounts)
-            log.info("ingest of %d accounts running", len(accounts), extra={"projector": projector})
+            log.info(
+                "ingest of %d accounts running",
+                len(accounts),
+                extra={"projector": projector, "shard": str(shard) if shard else None},
+            )
             task_status.started(pool)
     finally:
         event_log.close()
@@ -255,6 +275,7 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
 @SERVICE
 @NODE
 @click.option("--now", is_flag=True, help="Connect and sync here instead of asking the daemon.")
+@account_option
 @json_option
 @click.pass_obj
 def sync(
@@ -263,6 +284,7 @@ def sync(
     service_option: str | None,
     node_option: str | None,
     now: bool,
+    account: str | None,
     as_json: bool,
 ) -> None:
     """Synchronise NODE of SERVICE: record the request, which the daemon carries out.
@@ -270,16 +292,14 @@ def sync(
     SERVICE defaults to the account's own PEP service; an xmpp: URI names both. With --now,
     exits with status 3 unless the node ends COMPLETED (ERROR, PARTIAL, or gone).
     """
-    settings = app.settings
-    target = resolve(words, service=service_option, node=node_option, own=settings.jid)
+    jid = account_of(app, account)
+    target = resolve(words, service=service_option, node=node_option, own=jid)
     service, node = target.service, target.node
     if now:
-        _sync_here(app, service, node, as_json=as_json)
+        _sync_here(app, jid, service, node, as_json=as_json)
         return
-    if not settings.jid:
-        raise ConfigError(f"{PREFIX}JID", "no XMPP account configured: set it to the bare JID")
     request = SyncRequested(
-        account=settings.jid,
+        account=jid,
         service=service,
         node=node,
         observed_at=datetime.now(UTC),
@@ -292,8 +312,15 @@ def sync(
     click.echo(f"sync of node {node!r} of {service} requested (log position {position})")
 
 
-def _sync_here(app: AppContext, service: str, node: str, *, as_json: bool) -> None:
-    account = xmpp_account(app.settings)
+def _sync_here(app: AppContext, jid: str, service: str, node: str, *, as_json: bool) -> None:
+    configured = {each.jid: each for each in app.settings.all_accounts()}
+    if jid not in configured:
+        if jid == app.settings.jid:
+            app.settings.require_account()  # names what to set (the password)
+        raise ConfigError(
+            f"{PREFIX}PASSWORD", f"sync --now as {jid} needs its password: configure the account"
+        )
+    account = _xmpp_account(configured[jid])
     event_log = app.event_log()
     with Reporter(f"sync {node}", unit="items") as report:
         try:

@@ -18,6 +18,7 @@ from pubsub_cache.projector.payloads import parse_error_count
 from pubsub_cache.projector.schema import (
     SYNC_STATES,
     ingest_account,
+    ingest_lease,
     parked_event,
     projector_checkpoint,
     pubsub_counter,
@@ -42,7 +43,9 @@ class CheckpointStatus(msgspec.Struct, frozen=True):
 
 class AccountStatus(msgspec.Struct, frozen=True):
     """An account an ingest daemon serves: ``connecting``, ``connected``, ``standing-by``
-    (another process serves it), ``failed`` (with the reason) or ``stopped``, since when."""
+    (another process serves it), ``failed`` (with the reason) or ``stopped``, since when; or
+    ``stale`` (see :func:`_account`): recorded as served by a process that no longer holds the
+    account's lease, so dead or cut off (the reason says what it had recorded)."""
 
     account: str
     state: str
@@ -116,10 +119,40 @@ def read_status(connection: Connection, *, now: float | None = None) -> Status:
         rebuild,
         parse_errors=parse_error_count(connection),
         accounts=[
-            AccountStatus(row.account, row.state, row.reason, row.since, row.owner)
-            for row in connection.execute(sa.select(ingest_account).order_by("account"))
+            _account(row, now)
+            for row in connection.execute(
+                sa.select(
+                    ingest_account, ingest_lease.c.owner.label("holder"), ingest_lease.c.expires
+                )
+                .select_from(
+                    ingest_account.outerjoin(
+                        ingest_lease, ingest_lease.c.account == ingest_account.c.account
+                    )
+                )
+                .order_by(ingest_account.c.account)
+            )
         ],
     )
+
+
+#: Seconds an account may say ``connecting`` without its lease: a daemon records it before it
+#: takes the lease (or stands by, which it records too), well within a lease time (30 s).
+CONNECTING_GRACE = 60.0
+
+
+def _account(row: sa.Row[Any], now: float) -> AccountStatus:
+    # A daemon killed with SIGKILL (or cut off from the database) leaves its rows saying
+    # "connected" forever; the lease it had to hold to be connected tells the truth: gone,
+    # expired, or another's. Only the serving states are judged: failed, standing-by and
+    # stopped hold no lease.
+    holds = row.holder == row.owner and row.expires is not None and row.expires > now
+    serving = row.state == "connected" or (
+        row.state == "connecting" and now - row.since > CONNECTING_GRACE
+    )
+    if serving and not holds:
+        reason = f"recorded {row.state} by {row.owner}, which no longer holds the account's lease"
+        return AccountStatus(row.account, "stale", reason, row.since, row.owner)
+    return AccountStatus(row.account, row.state, row.reason, row.since, row.owner)
 
 
 def as_builtins(status: Status) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from pubsub_cache.events.log import EventLog
 
 from .directory import NodeDirectory
 from .ingest import Ingest, IngestOptions, XmppAccount
-from .lease import IngestLease, new_owner, publish_states
+from .lease import IngestLease, new_owner, publish_states, sweep_states
 from .writer import RETRYABLE
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,7 @@ class IngestPool:
         logins: int = LOGINS,
         on_change: Callable[[AccountState], None] | None = None,
         reload: Callable[[], Sequence[XmppAccount]] | None = None,
+        owner: str | None = None,
     ) -> None:
         self._reload = reload
         self._engine = engine  # None: no leases (tests of one process)
@@ -84,7 +85,7 @@ class IngestPool:
         self._directory = directory
         self._options = options or IngestOptions()
         self._logins = anyio.CapacityLimiter(logins)
-        self._owner = new_owner()
+        self._owner = owner or new_owner()  # in every lease and state row of this process
         self._on_change = on_change
         self._served: dict[str, _Served] = {}
         self._states: dict[str, AccountState] = {}
@@ -200,7 +201,12 @@ class IngestPool:
                     await served.ingest.run()
                 except Exception as exc:  # one account's failure never reaches the others
                     reason = _reason(exc)
-                    log.error("ingest of %s failed: %s", served.account.jid, reason, exc_info=exc)
+                    log.error(
+                        "ingest failed: %s",
+                        reason,
+                        exc_info=exc,
+                        extra={"account": served.account.jid},
+                    )
                     self._set(served, "failed", reason)
         finally:
             served.done.set()
@@ -214,7 +220,9 @@ class IngestPool:
             return
         self._states[jid] = change = AccountState(jid, state, reason, time.time())
         if state == "failed" or (current is not None and current.state == "connected"):
-            log.warning("account %s: %s%s", jid, state, f" ({reason})" if reason else "")
+            log.warning(
+                "account %s%s", state, f" ({reason})" if reason else "", extra={"account": jid}
+            )
         self._unpublished[jid] = (state, reason, change.since)
         self._to_publish.set()
         if self._on_change is not None:
@@ -228,6 +236,14 @@ class IngestPool:
     async def _publish(self, engine: Engine) -> None:
         # One writer of ingest_account for all the accounts: the changes of a login wave go in
         # one transaction; a database outage keeps the latest state of each until it is back.
+        # First, the rows a dead daemon left (kill -9): status must not show them as served.
+        try:
+            swept = await anyio.to_thread.run_sync(sweep_states, engine, self._owner)
+        except RETRYABLE as exc:
+            log.warning("states left by dead daemons not cleared: %s", exc)
+        else:
+            if swept:
+                log.info("cleared states left by dead daemons", extra={"accounts": swept})
         while True:
             await self._to_publish.wait()
             self._to_publish = anyio.Event()

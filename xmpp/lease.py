@@ -36,10 +36,14 @@ lease = ingest_lease.c
 DEFAULT_TTL = 30.0
 
 
-def new_owner() -> str:
-    """``host:pid:token[:pidns]``: names this process, and tells a dead one on this machine."""
+def new_owner(label: str = "") -> str:
+    """``host:pid:token[:pidns]``: names this process, and tells a dead one on this machine.
+    A ``label`` (such as ``shard-1-of-4``) starts the token, so that ``status`` shows it."""
     namespace = _pid_namespace()
-    owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    token = secrets.token_hex(4)
+    if label:
+        token = f"{label.replace(':', '-')}-{token}"
+    owner = f"{socket.gethostname()}:{os.getpid()}:{token}"
     return f"{owner}:{namespace}" if namespace else owner
 
 
@@ -111,8 +115,10 @@ def publish_states(
     engine: Engine, owner: str, states: Mapping[str, tuple[str, str | None, float] | None]
 ) -> None:
     """Record each account's ``(state, reason, since)`` in ``ingest_account`` as served by
-    ``owner`` (``None``: no longer served, the row goes). A ``standing-by`` never overwrites
-    the row of the process that serves the account."""
+    ``owner`` (``None``: no longer served, the row goes). Another process's row is overwritten
+    only by ``connected`` (which holds the lease: it serves the account now) or when it says
+    ``stopped`` or ``failed``: a process standing by, or stopping while it stood by, or about
+    to take the lease, never hides the one that serves the account."""
     insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
     rows = ingest_account.c
     with write_transaction(engine) as connection:
@@ -128,9 +134,42 @@ def publish_states(
                 upsert.on_conflict_do_update(
                     index_elements=[rows.account],
                     set_=values,
-                    where=sa.or_(rows.owner == owner, upsert.excluded.state != "standing-by"),
+                    where=sa.or_(
+                        rows.owner == owner,
+                        upsert.excluded.state == "connected",
+                        rows.state.in_(("stopped", "failed")),
+                    ),
                 )
             )
+
+
+def sweep_states(engine: Engine, owner: str, *, now: float | None = None) -> int:
+    """Remove the ``ingest_account`` rows that dead daemons left behind: every row of a process
+    of this machine that no longer exists (a kill -9), and elsewhere the rows saying
+    ``connected`` whose lease their owner no longer holds. A starting daemon calls it, so that
+    ``status`` keeps no account that a dead daemon served and no live one serves now (its rows
+    for the accounts it serves it overwrites anyway). Returns how many rows went."""
+    now = time.time() if now is None else now
+    rows = ingest_account.c
+    held = sa.select(lease.account).where(
+        lease.account == rows.account, lease.owner == rows.owner, lease.expires > now
+    )
+    with write_transaction(engine) as connection:
+        found = connection.execute(
+            sa.select(rows.account, rows.owner, rows.state, held.exists().label("held")).where(
+                rows.owner != owner
+            )
+        ).all()
+        gone = [
+            (row.account, row.owner)
+            for row in found
+            if _died_here(row.owner) or (row.state == "connected" and not row.held)
+        ]
+        for account, dead in gone:
+            connection.execute(
+                ingest_account.delete().where(rows.account == account, rows.owner == dead)
+            )
+    return len(gone)
 
 
 def _pid_namespace() -> str:
