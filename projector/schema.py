@@ -17,11 +17,10 @@ import re
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 from pubsub_cache.events.schema import Position, metadata
 
-JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+from .jsontype import JSONType
 
 SYNC_STATES = ("NONE", "IN_PROGRESS", "COMPLETED", "PARTIAL", "ERROR")
 
@@ -225,15 +224,10 @@ pubsub_item_key = sa.Table(
     sa.Column("value_text", sa.Text, comment="a string value"),
     sa.Column("value_num", sa.Numeric, comment="a number value"),
     sa.Index("ix_pubsub_item_key_text", "account", "key", "value_text", "item_ref"),
-    sa.Index(
-        "ix_pubsub_item_key_number",
-        "account",
-        "key",
-        "value_num",
-        "item_ref",
-        sqlite_where=sa.text("value_num IS NOT NULL"),
-        postgresql_where=sa.text("value_num IS NOT NULL"),
-    ),
+    # Partial (WHERE value_num IS NOT NULL) on both engines, as migration 0005 creates it; not
+    # said here: a ``postgresql_where`` would import SQLAlchemy's PostgreSQL dialect into every
+    # program that reads the schema, SQLite's included (tests/cli/test_startup.py pins both).
+    sa.Index("ix_pubsub_item_key_number", "account", "key", "value_num", "item_ref"),
     sa.Index("ix_pubsub_item_key_item", "item_ref"),
 )
 

@@ -34,22 +34,22 @@ import anyio
 import anyio.to_thread
 
 from pubsub_cache.events.db import is_sqlite
-from pubsub_cache.events.log import EventLog
-from pubsub_cache.projector.analysers import AnalyserRegistry
 
-from .cache import CacheAnswer
 from .core import Database, QueryCore
-from .filters import Filter
 from .model import NodeState, Page, PageItem, RsmRequest, SearchResult
 from .nodes import LIVE_PROJECTOR, list_nodes, node_state
-from .search import search
-from .watch import Change, ChangeFeed
 
 if TYPE_CHECKING:
     from slixmpp import ClientXMPP
     from sqlalchemy.engine import Engine
 
+    from pubsub_cache.events.log import EventLog
+    from pubsub_cache.projector.analysers import AnalyserRegistry
     from pubsub_cache.xmpp.pubsub import PubsubClient
+
+    from .cache import CacheAnswer
+    from .filters import Filter
+    from .watch import Change
 
 T = TypeVar("T")
 
@@ -246,6 +246,8 @@ class Query:
         """The read model's changes of ``account`` (of ``service``, of ``node``), in log order,
         each once ``projector`` applied it (see :mod:`.watch`): those after position ``after``,
         or from now on. Never ends; woken by the log."""
+        from .watch import ChangeFeed  # a cached read does not pay for it (bench cli)
+
         feed = ChangeFeed(
             self.engine,
             self._core.event_log(),
@@ -279,6 +281,8 @@ class Query:
         offset: int = 0,
     ) -> SearchResult:
         """Search the account's cached items (see :mod:`pubsub_cache.query.search`)."""
+        from .search import search
+
         run = functools.partial(
             search,
             self.engine,

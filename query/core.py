@@ -24,19 +24,20 @@ from sqlalchemy.engine import URL, Engine
 from pubsub_cache.events.db import create_engine
 from pubsub_cache.events.log import EventLog
 from pubsub_cache.events.types import SyncRequested
-from pubsub_cache.projector.analysers import AnalyserRegistry, NodeInfo, default_registry
-from pubsub_cache.projector.parsers import Parser
-from pubsub_cache.projector.payloads import payload_namespace
 
 from .cache import CacheAnswer, CacheReader
 from .errors import InvalidOrder, InvalidQuery, NotCached, ProjectionTimeout
-from .live import fetch_item, fetch_node, live_item, live_page
 from .model import ORDERS, Order, Page, PageItem, RsmRequest
 from .nodes import LIVE_PROJECTOR, checkpoint_position, configured_max_items, node_state
 from .rows import NodeRow
 
 if TYPE_CHECKING:
+    from pubsub_cache.projector.analysers import AnalyserRegistry
+    from pubsub_cache.projector.parsers import Parser
     from pubsub_cache.xmpp.pubsub import PubsubClient
+
+# Analysers, parsers (lxml) and the live half are imported where a live answer or a sync
+# request needs them: a cached read does without (pubsub-cache bench cli).
 
 Database = str | URL | Engine
 
@@ -66,6 +67,8 @@ class QueryCore:
     def registry(self) -> AnalyserRegistry:
         """The analysers (built on first use: loading entry points is not free)."""
         if self._registry is None:
+            from pubsub_cache.projector.analysers import default_registry
+
             self._registry = default_registry()
         return self._registry
 
@@ -138,6 +141,8 @@ class QueryCore:
             return row.sync_requested
         to_sync = row is not None and row.to_sync
         if not to_sync:
+            from pubsub_cache.projector.analysers import NodeInfo
+
             analyser = self.registry.match(NodeInfo(service, node, namespace))
             to_sync = analyser is not None and analyser.to_sync
         if not to_sync:
@@ -178,6 +183,8 @@ class QueryCore:
         """The live half of ``get_items``, for a node the cache could not answer (``answer``):
         the node read through ``client`` (:class:`NotCached` without one for ``account``), and
         a sync requested when the node is one to sync."""
+        from .live import fetch_node, live_page
+
         run = anyio.to_thread.run_sync
         live_client, why = self.live_client(client, account)
         if live_client is None:
@@ -219,6 +226,10 @@ class QueryCore:
         timeout: float,
     ) -> PageItem | None:
         """The live half of ``get_item`` (as :meth:`live_items`)."""
+        from pubsub_cache.projector.payloads import payload_namespace
+
+        from .live import fetch_item, live_item
+
         run = anyio.to_thread.run_sync
         live_client, why = self.live_client(client, account)
         if live_client is None:
@@ -256,6 +267,8 @@ class QueryCore:
 
     def parser_for(self, service: str, node: str, namespace: str | None) -> Parser | None:
         """The parser the projector would use for the node's payloads."""
+        from pubsub_cache.projector.analysers import NodeInfo
+
         analyser = self.registry.match(NodeInfo(service, node, namespace))
         return analyser.parser if analyser is not None else None
 

@@ -47,7 +47,7 @@ def run(*, quick: bool, repeat: int | None = None) -> float:
     runs = repeat or (5 if quick else 11)
     with tempfile.TemporaryDirectory(prefix="pubsub-cache-bench-") as folder:
         url = sqlite_url(Path(folder) / "cli.sqlite3")
-        _fill(url)
+        fill_node(url)
         env = {
             **os.environ,
             "PUBSUB_CACHE_DATABASE_URL": url,
@@ -55,6 +55,10 @@ def run(*, quick: bool, repeat: int | None = None) -> float:
         }
         env.pop("PUBSUB_CACHE_CONFIG", None)
         env.pop("PUBSUB_CACHE_PASSWORD", None)
+        # The warm-up below writes the bytecode, as ``pip install`` does for an installed copy:
+        # with this set (as it is on the development machines), every run would compile the
+        # package's modules from source, which no installed ``pubsub-cache`` does.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         get = [_SCRIPT, "get", "--cache-only", "--json", SERVICE, MICROBLOG_NODE]
         cases = {
             "cached read": (get, ["import sqlalchemy, sqlite3, click"]),
@@ -73,8 +77,9 @@ def run(*, quick: bool, repeat: int | None = None) -> float:
     return ratio
 
 
-def _fill(url: str) -> None:
-    """A synced node of ``ITEMS`` items, through the log and the projector."""
+def fill_node(url: str) -> None:
+    """A synced node of ``ITEMS`` items (``SERVICE``, ``MICROBLOG_NODE``) for ``ACCOUNT``,
+    through the log and the projector (tests/cli/test_startup.py reads it too)."""
     from pubsub_cache.projector.analysers import default_registry
     from pubsub_cache.projector.runner import Projector
 

@@ -16,10 +16,14 @@ from typing import Any, cast
 
 import click
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
 from pubsub_cache.events.db import create_engine
 from pubsub_cache.migrations.api import head_revision, known_head, upgrade
 from pubsub_cache.ops.bench.cli import bench
+from pubsub_cache.ops.bench.payloads import MICROBLOG_NODE
+from pubsub_cache.ops.bench.startup import ACCOUNT, ITEMS, SERVICE, fill_node
 from pubsub_cache.ops.cli import COMMANDS, LazyGroup, cli
 
 #: What ``--help`` must not load: the XMPP library, Alembic, the ORM, the database layer at all.
@@ -112,3 +116,67 @@ def test_a_listed_short_help_is_the_commands_own(group: LazyGroup, name: str) ->
 
     assert command is not None
     assert listed.short_help == command.get_short_help_str(limit=10_000)
+
+
+#: What a cached ``get`` must not load: the XMPP library, the payload parsers and their XML
+#: library, Alembic, the PostgreSQL driver and dialect, metrics, terminal rendering, and the
+#: parts of the query library a cached read does not use (the blocking facade's thread portal).
+NOT_ON_THE_CACHED_READ = (
+    "slixmpp",
+    "lxml",
+    "alembic",
+    "psycopg",
+    "prometheus_client",
+    "rich",
+    "sqlalchemy.dialects.postgresql",
+    "pubsub_cache.projector.analysers",
+    "pubsub_cache.projector.parsers",
+    "pubsub_cache.query.blocking",
+    "pubsub_cache.query.search",
+    "anyio.from_thread",
+)
+
+
+def test_a_cached_get_imports_nothing_it_does_not_use(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cache.sqlite3'}"
+    fill_node(url)
+    env = {"PUBSUB_CACHE_DATABASE_URL": url, "PUBSUB_CACHE_JID": ACCOUNT}
+    code = (
+        "import contextlib, io\n"
+        "from pubsub_cache.ops.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        f"    status = main(['get', '--cache-only', '--json', {SERVICE!r}, {MICROBLOG_NODE!r}])\n"
+        "RESULT = [status, out.getvalue()]"
+    )
+    found = loaded_after(code, env)
+
+    status, text = cast("list[Any]", found["result"])
+    assert status == 0
+    page = json.loads(text)
+    assert (len(page["items"]), page["from_cache"]) == (ITEMS, True)
+    modules = cast("list[str]", found["modules"])
+    loaded = [name for name in NOT_ON_THE_CACHED_READ if name in modules]
+    assert loaded == []
+
+
+def test_the_query_package_still_offers_every_public_name() -> None:
+    code = (
+        "import pubsub_cache.query as query\n"
+        "RESULT = [sorted(query.__all__), sorted(query._HOMES),\n"
+        "          [name for name in query.__all__ if getattr(query, name, None) is None]]"
+    )
+    found = loaded_after(code)
+
+    public, homes, missing = cast("list[list[str]]", found["result"])
+    assert (public, missing) == (homes, [])
+    assert "pubsub_cache.query.blocking" in cast("list[str]", found["modules"])
+
+
+def test_the_partial_key_index_is_partial_on_both_engines(engine: Engine) -> None:
+    # The model leaves the WHERE out (a postgresql_where imports the dialect): migration 0005
+    # is what makes the index partial, on each engine.
+    indexes = {index["name"]: index for index in sa.inspect(engine).get_indexes("pubsub_item_key")}
+
+    options = indexes["ix_pubsub_item_key_number"]["dialect_options"]
+    where = str(options[f"{engine.dialect.name}_where"])
+    assert " ".join(where.strip("()").split()).lower() == "value_num is not null"
