@@ -1,0 +1,184 @@
+"""The daemon as a process (issue 13): ``pubsub-cache run`` with an accounts file against the
+real Prosody, sent a real SIGHUP after the file changed, and killed with SIGKILL: what
+``status`` then says, and what the next daemon clears."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio.to_thread
+import pytest
+from sqlalchemy.engine import Engine
+
+from pubsub_cache.events.log import EventLog
+from pubsub_cache.events.types import SyncRequested
+from pubsub_cache.ops.prosody import LocalProsody
+from pubsub_cache.projector.status import AccountStatus, read_status
+from pubsub_cache.xmpp.client import PubsubClient
+from pubsub_cache.xmpp.ingest import XmppAccount
+from pubsub_cache.xmpp.lease import DEFAULT_TTL
+from xmpp_fixtures import cached_items, eventually, password_of
+
+pytestmark = [pytest.mark.anyio, pytest.mark.xmpp]
+
+SCRIPT = str(Path(sys.executable).parent / "pubsub-cache")
+
+
+def register(prosody: LocalProsody, count: int) -> list[XmppAccount]:
+    users = [f"hup-{uuid.uuid4().hex[:6]}-{number}" for number in range(count)]
+    prosody.register_many(users, password_of("hup"))
+    return [
+        XmppAccount(
+            jid=prosody.jid(user),
+            password=password_of("hup"),
+            host=prosody.host,
+            port=prosody.port,
+            tls="none",
+        )
+        for user in users
+    ]
+
+
+def write_accounts(path: Path, accounts: Sequence[XmppAccount]) -> None:
+    path.write_text(
+        "".join(
+            f'[[account]]\njid = "{a.jid}"\npassword = "{a.password}"\nxmpp_host = "{a.host}"\n'
+            f'xmpp_port = {a.port}\nxmpp_tls = "none"\n\n'
+            for a in accounts
+        )
+    )
+
+
+@contextmanager
+def daemon(engine: Engine, accounts_file: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``pubsub-cache run`` in a process of its own; SIGTERM (then waited for) on leaving."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PUBSUB_CACHE_")}
+    env |= {
+        "PUBSUB_CACHE_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+        "PUBSUB_CACHE_ACCOUNTS_FILE": str(accounts_file),
+        "PUBSUB_CACHE_LOG_LEVEL": "info",
+    }
+    with log.open("ab") as output:
+        process = subprocess.Popen([SCRIPT, "run"], env=env, stdout=output, stderr=output)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def recorded(engine: Engine, *, now: float | None = None) -> dict[str, AccountStatus]:
+    """Each account's state as ``pubsub-cache status`` reads it (at ``now``)."""
+    with engine.connect() as connection:
+        return {a.account: a for a in read_status(connection, now=now).accounts}
+
+
+def states(engine: Engine) -> dict[str, str]:
+    return {jid: account.state for jid, account in recorded(engine).items()}
+
+
+async def request_syncs(engine: Engine, jids: Sequence[str], service: str, node: str) -> None:
+    now = datetime.now(UTC)
+    requests = [SyncRequested(account=j, service=service, node=node, observed_at=now) for j in jids]
+    await anyio.to_thread.run_sync(EventLog(engine).append, requests)
+
+
+async def test_a_real_sighup_adds_and_removes_accounts_and_the_others_keep_their_sessions(
+    prosody: LocalProsody,
+    publisher: PubsubClient,
+    engine: Engine,
+    node_name: str,
+    tmp_path: Path,
+) -> None:
+    service = prosody.pubsub_service
+    await publisher.create_node(service, node_name)
+    await publisher.publish(service, node_name, "old", "<p xmlns='urn:test'>0</p>")
+    first, kept_account, later = register(prosody, 3)
+    gone, kept, added = first.jid, kept_account.jid, later.jid
+    accounts_file = tmp_path / "accounts.toml"
+    write_accounts(accounts_file, [first, kept_account])
+
+    with daemon(engine, accounts_file, tmp_path / "daemon.log") as process:
+        await eventually(
+            lambda: states(engine) == {gone: "connected", kept: "connected"}, timeout=30
+        )
+        kept_since = recorded(engine)[kept].since
+        kept_owner = recorded(engine)[kept].owner
+
+        write_accounts(accounts_file, [kept_account, later])
+        os.kill(process.pid, signal.SIGHUP)
+        await eventually(
+            lambda: states(engine) == {kept: "connected", added: "connected"}, timeout=30
+        )
+        assert recorded(engine)[kept].since == kept_since  # no reconnection: same session
+        assert recorded(engine)[added].owner == kept_owner  # the same process serves it
+
+        # The added account serves: its view gets the node and a publish made after the reload.
+        await request_syncs(engine, [kept, added], service, node_name)
+        await eventually(lambda: set(cached_items(engine, added, service, node_name)) == {"old"})
+        await publisher.publish(service, node_name, "new", "<p xmlns='urn:test'>1</p>")
+        await eventually(
+            lambda: all(
+                set(cached_items(engine, jid, service, node_name)) == {"old", "new"}
+                for jid in (kept, added)
+            ),
+            timeout=20,
+        )
+        assert cached_items(engine, gone, service, node_name) == {}  # never synced, never fed
+        assert process.poll() is None
+    assert process.returncode == 0, (tmp_path / "daemon.log").read_text()[-2000:]
+
+
+async def test_a_killed_daemon_s_accounts_show_stale_and_the_next_daemon_clears_them(
+    prosody: LocalProsody, engine: Engine, tmp_path: Path
+) -> None:
+    kept, dropped = register(prosody, 2)
+    accounts_file = tmp_path / "accounts.toml"
+    write_accounts(accounts_file, [kept, dropped])
+    log = tmp_path / "daemon.log"
+
+    with daemon(engine, accounts_file, log) as killed:
+        both = {kept.jid: "connected", dropped.jid: "connected"}
+        await eventually(lambda: states(engine) == both, timeout=30)
+        dead_owner = recorded(engine)[kept.jid].owner
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(10)
+
+    # Its leases still run (for up to DEFAULT_TTL): as far as anyone can tell, it serves.
+    assert states(engine) == both
+    # Once they expired, status says the truth: nobody is known to serve these accounts.
+    later = recorded(engine, now=time.time() + DEFAULT_TTL + 1)
+    assert {jid: a.state for jid, a in later.items()} == {
+        kept.jid: "stale",
+        dropped.jid: "stale",
+    }
+    assert dead_owner in (later[kept.jid].reason or "")
+    assert "connected" in (later[kept.jid].reason or "")
+
+    # The next daemon (with one account left in its file) takes over at once (its predecessor
+    # died on this machine) and clears what the dead one left.
+    write_accounts(accounts_file, [kept])
+    with daemon(engine, accounts_file, log):
+
+        def taken_over() -> bool:
+            now = recorded(engine)
+            served = now.get(kept.jid)
+            return set(now) == {kept.jid} and served is not None and served.state == "connected"
+
+        await eventually(taken_over, timeout=30)
+        assert recorded(engine)[kept.jid].owner != dead_owner
+    assert states(engine) == {kept.jid: "stopped"}
