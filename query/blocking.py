@@ -23,20 +23,24 @@ from contextlib import AbstractAsyncContextManager, contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from anyio.from_thread import BlockingPortal, start_blocking_portal
 from sqlalchemy.engine import Engine
 
 from .api import WATCH_SLICE, as_pubsub_client
 from .core import Database, QueryCore
-from .filters import Filter
 from .model import NodeState, Page, PageItem, RsmRequest, SearchResult
 from .nodes import LIVE_PROJECTOR, list_nodes, node_state
 from .rows import NodeRow
-from .search import search
-from .watch import Change, ChangeFeed
 
 if TYPE_CHECKING:
+    from anyio.from_thread import BlockingPortal
+
     from pubsub_cache.xmpp.pubsub import PubsubClient
+
+    from .filters import Filter
+    from .watch import Change
+
+# The thread portal, the search and the change feed are imported by the methods that use them:
+# a command that only reads the cache (``pubsub-cache purge``, ``nodes``...) starts without them.
 
 Connect = Callable[[], AbstractAsyncContextManager["PubsubClient"]]
 T = TypeVar("T")
@@ -75,6 +79,8 @@ class BlockingQuery:
             finally:
                 query.close()
             return
+        from anyio.from_thread import start_blocking_portal
+
         with (
             start_blocking_portal("asyncio") as portal,
             portal.wrap_async_context_manager(connect()) as client,
@@ -156,6 +162,8 @@ class BlockingQuery:
         projector: str | None = LIVE_PROJECTOR,
     ) -> Generator[Change, None, None]:
         """As :meth:`Query.watch <pubsub_cache.query.api.Query.watch>`: a plain iterator."""
+        from .watch import ChangeFeed
+
         feed = ChangeFeed(
             self.engine,
             self._core.event_log(),
@@ -180,6 +188,8 @@ class BlockingQuery:
         **options: Any,
     ) -> SearchResult:
         """As :meth:`Query.search <pubsub_cache.query.api.Query.search>`."""
+        from .search import search
+
         return search(
             self.engine,
             account,

@@ -159,6 +159,23 @@ def test_a_cached_get_imports_nothing_it_does_not_use(tmp_path: Path) -> None:
     assert loaded == []
 
 
+def test_a_blocking_cached_read_starts_no_portal_search_or_feed(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cache.sqlite3'}"
+    fill_node(url)
+    code = (
+        "from pubsub_cache.query import BlockingQuery\n"
+        f"with BlockingQuery.open({url!r}) as query:\n"
+        f"    page = query.get_items({ACCOUNT!r}, {SERVICE!r}, {MICROBLOG_NODE!r})\n"
+        "RESULT = len(page.items)"
+    )
+    found = loaded_after(code)
+
+    assert found["result"] == ITEMS
+    modules = cast("list[str]", found["modules"])
+    unused = ("anyio.from_thread", "pubsub_cache.query.search", "pubsub_cache.query.watch")
+    assert [name for name in unused if name in modules] == []
+
+
 def test_the_query_package_still_offers_every_public_name() -> None:
     code = (
         "import pubsub_cache.query as query\n"
