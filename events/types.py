@@ -217,13 +217,26 @@ class NotificationRejected(NodeEvent, tag="notification-rejected", frozen=True, 
 
 
 class CachePurged(Event, tag="cache-purged", frozen=True, kw_only=True):
-    """Operator command: forget cached items matching every given filter (``None`` = any)."""
+    """Operator command: forget cached items matching every given filter (``None`` or an
+    empty list = any). A list matches any of its values (``node_types=["blog", "avatar"]``).
+
+    ``node_types``, ``subtypes`` and ``created_before`` came later: events logged before them
+    decode with the defaults, which filter nothing, so a replay of an old log is unchanged.
+    """
 
     source: Source = "command"
     service: str | None = None
     node: str | None = None
     node_type: str | None = None
+    """One node type (what one ``--type`` records, readable by versions before ``node_types``)."""
     older_than: AwareDatetime | None = None
+    """Only items the cache last saw change before this moment."""
+    node_types: list[NonEmpty] = []
+    """Only nodes of one of these types."""
+    subtypes: list[NonEmpty] = []
+    """Only nodes of one of these subtypes."""
+    created_before: AwareDatetime | None = None
+    """Only items the cache first stored before this moment."""
 
 
 class CacheReset(Event, tag="cache-reset", frozen=True, kw_only=True):

@@ -27,11 +27,6 @@ _FORMAT = click.option(
 )
 
 
-def register(cli: click.Group) -> None:
-    """Add this module's commands to ``cli``."""
-    cli.add_command(log)
-
-
 @click.group()
 def log() -> None:
     """The event log itself: export, import, compaction."""

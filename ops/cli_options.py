@@ -81,16 +81,34 @@ json_option = click.option(
 account_option = click.option(
     "--account",
     type=BareJid(),
-    help="Bare JID whose view to use [default: PUBSUB_CACHE_JID].",
+    help="Bare JID whose view to use [default: PUBSUB_CACHE_JID, else the only account of "
+    "the accounts file].",
+)
+
+force_option = click.option(
+    "-f", "--force", is_flag=True, help="Do not ask for confirmation (needed without a terminal)."
 )
 
 
 def account_of(app: AppContext, account: str | None) -> str:
-    """The account chosen with ``--account``, else the configured one."""
-    chosen = account or app.settings.jid
-    if not chosen:
-        raise click.UsageError("no account: give --account JID or set PUBSUB_CACHE_JID")
-    return chosen
+    """The account chosen with ``--account``, else ``PUBSUB_CACHE_JID``, else the only account
+    of the accounts file; a usage error naming the configured accounts when that is ambiguous."""
+    if account:
+        return account
+    settings = app.settings
+    if settings.jid:
+        return settings.jid
+    listed = [each.jid for each in settings.accounts]
+    if len(listed) == 1:
+        return listed[0]
+    if listed:
+        shown = ", ".join(listed[:10]) + (
+            f" and {len(listed) - 10} more" if len(listed) > 10 else ""
+        )
+        raise click.UsageError(f"which account? give --account (configured: {shown})")
+    raise click.UsageError(
+        "no account: give --account JID, set PUBSUB_CACHE_JID or list one in the accounts file"
+    )
 
 
 def emit(document: Any) -> None:

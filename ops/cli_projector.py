@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from typing import Any
 
 import anyio
 import click
@@ -15,18 +16,12 @@ from pubsub_cache.projector.retry import drop_parked, retry_parked
 from pubsub_cache.projector.runner import NotLeader, Partition, Projector
 from pubsub_cache.projector.status import as_builtins, read_status
 
-from .cli_options import POSITIVE, SECONDS, emit, json_option
+from .cli_confirm import confirm, plural
+from .cli_options import POSITIVE, SECONDS, account_option, emit, force_option, json_option
 from .context import AppContext
 from .progress import Reporter
 
 log = logging.getLogger(__name__)
-
-
-def register(cli: click.Group) -> None:
-    """Add this module's commands to ``cli``."""
-    cli.add_command(project)
-    cli.add_command(status)
-    cli.add_command(parked)
 
 
 def _partition(value: str | None) -> Partition:
@@ -163,16 +158,26 @@ def status(app: AppContext, as_json: bool) -> None:
 
 @click.group()
 def parked() -> None:
-    """Events the projector could not apply."""
+    """Events the projector could not apply.
+
+    Parked events belong to a checkpoint (a partition), not to an account: without --account
+    these commands cover every account's; with it, only the events of that account.
+    """
+
+
+def _parked_rows(app: AppContext, account: str | None, name: str | None = None) -> list[Any]:
+    with app.engine(create=False).connect() as connection:
+        rows = list_parked(connection, name)
+    return [row for row in rows if account is None or row.account == account]
 
 
 @parked.command("list")
+@account_option
 @json_option
 @click.pass_obj
-def parked_list(app: AppContext, as_json: bool) -> None:
+def parked_list(app: AppContext, account: str | None, as_json: bool) -> None:
     """List parked events with their reasons."""
-    with app.engine(create=False).connect() as connection:
-        rows = list_parked(connection)
+    rows = _parked_rows(app, account)
     if as_json:
         emit([dict(row._mapping) for row in rows])
         return
@@ -187,11 +192,20 @@ def parked_list(app: AppContext, as_json: bool) -> None:
 
 @parked.command("retry")
 @click.option("--name", default="main", show_default=True, help="Projector checkpoint name.")
+@account_option
 @json_option
 @click.pass_obj
-def parked_retry(app: AppContext, name: str, as_json: bool) -> None:
+def parked_retry(app: AppContext, name: str, account: str | None, as_json: bool) -> None:
     """Apply parked events again, node by node, in order."""
-    applied, remaining = retry_parked(app.engine(create=False), default_registry(), name)
+    engine = app.engine(create=False)
+    if account is None:
+        applied, remaining = retry_parked(engine, default_registry(), name)
+    else:
+        applied = 0
+        scopes = {(row.account, row.service, row.node) for row in _parked_rows(app, account, name)}
+        for scope in sorted(scopes):
+            applied += retry_parked(engine, default_registry(), name, scope=scope)[0]
+        remaining = len(_parked_rows(app, account, name))
     if as_json:
         emit({"applied": applied, "still_parked": remaining})
         return
@@ -201,11 +215,34 @@ def parked_retry(app: AppContext, name: str, as_json: bool) -> None:
 @parked.command("drop")
 @click.option("--name", default="main", show_default=True, help="Projector checkpoint name.")
 @click.option("--position", type=POSITIVE, help="Only this event (default: all parked events).")
+@force_option
+@account_option
 @json_option
 @click.pass_obj
-def parked_drop(app: AppContext, name: str, position: int | None, as_json: bool) -> None:
+def parked_drop(
+    app: AppContext,
+    name: str,
+    position: int | None,
+    force: bool,
+    account: str | None,
+    as_json: bool,
+) -> None:
     """Give up on parked events (they stay in the log, unapplied)."""
-    dropped = drop_parked(app.engine(create=False), name, position=position)
+    rows = [
+        row
+        for row in _parked_rows(app, account, name)
+        if position is None or row.position == position
+    ]
+    whose = "" if account is None else f" of {account}"
+    what = f"dropping {plural(len(rows), 'parked event')}{whose} of checkpoint {name}"
+    if rows:  # nothing to forget: nothing to ask
+        question = f"Drop {plural(len(rows), 'parked event')}{whose} of checkpoint {name}?"
+        confirm(question, what=what, force=force, as_json=as_json)
+    engine = app.engine(create=False)
+    if account is None:
+        dropped = drop_parked(engine, name, position=position)
+    else:  # only that account's: one by one (parked events are few)
+        dropped = sum(drop_parked(engine, name, position=row.position) for row in rows)
     if as_json:
         emit({"dropped": dropped})
         return

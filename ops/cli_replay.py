@@ -15,11 +15,6 @@ from .context import AppContext
 from .progress import Reporter
 
 
-def register(cli: click.Group) -> None:
-    """Add this module's commands to ``cli``."""
-    cli.add_command(replay)
-
-
 @click.command()
 @click.option("--verify", is_flag=True, help="Compare digests of rebuilt and live; swap nothing.")
 @click.option("--dry-run", is_flag=True, help="Rebuild aside, print its digest, then discard it.")

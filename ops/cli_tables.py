@@ -8,6 +8,9 @@ from collections.abc import Sequence
 import click
 
 from pubsub_cache.query.model import NodeState, PageItem, SearchHit
+from pubsub_cache.query.paths import JsonPath
+
+from .cli_output import cell, key_value
 
 
 def when(item: PageItem) -> str:
@@ -27,25 +30,39 @@ def summary(item: PageItem, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def print_items(service: str, node: str, items: Sequence[PageItem]) -> None:
-    """The items of one node as a table."""
+def print_items(
+    service: str, node: str, items: Sequence[PageItem], keys: Sequence[JsonPath] = ()
+) -> None:
+    """The items of one node as a table (with ``keys``: the id and those parsed keys)."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("id", "publisher", "published", "summary", title=f"{node} on {service}", box=None)
-    for item in items:
-        table.add_row(item.id, item.publisher or "", when(item), summary(item))
+    title = f"{node} on {service}"
+    if keys:
+        table = Table("id", *(path.text for path in keys), title=title, box=None)
+        for item in items:
+            table.add_row(item.id, *(cell(key_value(item, path)) for path in keys))
+    else:
+        table = Table("id", "publisher", "published", "summary", title=title, box=None)
+        for item in items:
+            table.add_row(item.id, item.publisher or "", when(item), summary(item))
     Console(soft_wrap=True).print(table)
 
 
-def print_hits(hits: Sequence[SearchHit]) -> None:
-    """Search hits (items of any node) as a table."""
+def print_hits(hits: Sequence[SearchHit], keys: Sequence[JsonPath] = ()) -> None:
+    """Search hits (items of any node) as a table (with ``keys``: those parsed keys)."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("service", "node", "id", "published", "summary", box=None)
-    for hit in hits:
-        table.add_row(hit.service, hit.node, hit.item.id, when(hit.item), summary(hit.item))
+    if keys:
+        table = Table("service", "node", "id", *(path.text for path in keys), box=None)
+        for hit in hits:
+            values = (cell(key_value(hit.item, path)) for path in keys)
+            table.add_row(hit.service, hit.node, hit.item.id, *values)
+    else:
+        table = Table("service", "node", "id", "published", "summary", box=None)
+        for hit in hits:
+            table.add_row(hit.service, hit.node, hit.item.id, when(hit.item), summary(hit.item))
     Console(soft_wrap=True).print(table)
 
 

@@ -431,8 +431,13 @@ class BatchApplier:
             clauses.append(self._tables.node.c.service == event.service)
         if event.node is not None:
             clauses.append(self._tables.node.c.node == event.node)
-        if isinstance(event, CachePurged) and event.node_type is not None:
-            clauses.append(self._tables.node.c.type == event.node_type)
+        if isinstance(event, CachePurged):
+            if event.node_type is not None:
+                clauses.append(self._tables.node.c.type == event.node_type)
+            if event.node_types:  # any of them (an empty list: no filter, as before it existed)
+                clauses.append(self._tables.node.c.type.in_(event.node_types))
+            if event.subtypes:
+                clauses.append(self._tables.node.c.subtype.in_(event.subtypes))
         return sa.and_(*clauses)
 
     def _nodes_in(self, event: CachePurged | CacheReset) -> list[int]:
@@ -450,12 +455,17 @@ class BatchApplier:
         node_ids = self._nodes_in(event)
         if not node_ids:
             return
-        condition: sa.ColumnElement[bool] = self._tables.item.c.node_id.in_(node_ids)
+        item = self._tables.item.c
+        condition: sa.ColumnElement[bool] = item.node_id.in_(node_ids)
+        kept: list[str] = []  # what bounds the purge in time: some items of the node stay
         if event.older_than is not None:
-            condition = sa.and_(
-                condition, self._tables.item.c.updated_at < event.older_than.timestamp()
-            )
-            state, reason = "PARTIAL", f"items older than {event.older_than} purged by operator"
+            condition = sa.and_(condition, item.updated_at < event.older_than.timestamp())
+            kept.append(f"items older than {event.older_than}")
+        if event.created_before is not None:
+            condition = sa.and_(condition, item.created_at < event.created_before.timestamp())
+            kept.append(f"items stored before {event.created_before}")
+        if kept:
+            state, reason = "PARTIAL", f"{' and '.join(kept)} purged by operator"
         else:
             state, reason = "NONE", "purged by operator"
         self._items.delete_where(condition, nodes=node_ids)

@@ -28,7 +28,7 @@ import threading
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -36,6 +36,7 @@ import anyio.to_thread
 from pubsub_cache.events.db import is_sqlite
 
 from .core import Database, QueryCore
+from .errors import InvalidQuery
 from .model import NodeState, Page, PageItem, RsmRequest, SearchResult
 from .nodes import LIVE_PROJECTOR, list_nodes, node_state
 
@@ -52,6 +53,10 @@ if TYPE_CHECKING:
     from .watch import Change
 
 T = TypeVar("T")
+
+Source = Literal["auto", "live"]
+"""Where ``get_items`` reads: ``auto`` (the cache when it can answer, else live) or ``live``."""
+SOURCES: tuple[Source, ...] = ("auto", "live")
 
 #: Seconds a change feed waits in a worker thread before it looks again.
 WATCH_SLICE = 1.0
@@ -120,14 +125,18 @@ class Query:
         max_items: int | None = None,
         rsm: RsmRequest | None = None,
         order_by: str = "service",
+        source: Source = "auto",
     ) -> Page:
         """A page of the node's items as ``account`` sees them (see :class:`Page`).
 
         The result set is the node's items in ``order_by`` (oldest first; by default the order
         the service itself answers in), restricted to ``item_ids`` when given, then to the
         newest ``max_items``; ``rsm`` pages through it. ``Page.order`` names the order the items
-        are in (a live read can only give the service's).
+        are in (a live read can only give the service's). ``source="live"`` reads live even
+        when the cache could answer (Libervia's ``--no-cache``).
         """
+        if source not in SOURCES:
+            raise InvalidQuery(f"source is one of {', '.join(SOURCES)}, got {source!r}")
         answer = await self.cached_items(
             account,
             service,
@@ -137,7 +146,7 @@ class Query:
             rsm=rsm,
             order_by=order_by,
         )
-        if answer.page is not None:
+        if answer.page is not None and source == "auto":
             return answer.page
         return await self._core.live_items(
             self.client,
@@ -270,10 +279,10 @@ class Query:
         *,
         filters: Iterable[Filter] = (),
         text: str | None = None,
-        service: str | None = None,
-        node: str | None = None,
-        type: str | None = None,
-        subtype: str | None = None,
+        service: str | Sequence[str] | None = None,
+        node: str | Sequence[str] | None = None,
+        type: str | Sequence[str] | None = None,
+        subtype: str | Sequence[str] | None = None,
         published_after: datetime | None = None,
         published_before: datetime | None = None,
         order_by: str | Sequence[str] = "-publication",

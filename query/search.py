@@ -38,6 +38,8 @@ from .rows import ORDER_KEYS, item_columns, to_item
 
 MAX_LIMIT = 1000
 MAX_FILTERS = 32
+#: Most values of one node filter (``type=[...]``).
+MAX_VALUES = 100
 MAX_WORDS = 32
 #: Full text is narrowed to at most this many nodes inside the index; beyond, after it.
 MAX_SCOPE = 1000
@@ -51,17 +53,21 @@ def search(
     *,
     filters: Iterable[Filter] = (),
     text: str | None = None,
-    service: str | None = None,
-    node: str | None = None,
-    type: str | None = None,
-    subtype: str | None = None,
+    service: str | Sequence[str] | None = None,
+    node: str | Sequence[str] | None = None,
+    type: str | Sequence[str] | None = None,
+    subtype: str | Sequence[str] | None = None,
     published_after: datetime | None = None,
     published_before: datetime | None = None,
     order_by: str | Sequence[str] = "-publication",
     limit: int = 20,
     offset: int = 0,
 ) -> SearchResult:
-    """The account's items matching every condition given, and how many match in all."""
+    """The account's items matching every condition given, and how many match in all.
+
+    ``service``, ``node``, ``type`` and ``subtype`` each take one value or a list of values, any
+    of which matches (``type=["blog", "avatar"]``).
+    """
     dialect = engine.dialect.name
     if not _is_int(limit) or not 1 <= limit <= MAX_LIMIT:
         raise InvalidQuery(f"limit must be an integer from 1 to {MAX_LIMIT}, got {limit!r}")
@@ -71,10 +77,8 @@ def search(
     if len(specs) > MAX_FILTERS:
         raise InvalidQuery(f"at most {MAX_FILTERS} filters, got {len(specs)}")
     params = Params()
-    conditions: list[Any] = [
-        pubsub_node.c[name] == value
-        for name, value in _node_values(account, service, node, type, subtype)
-    ]
+    node_values = _node_values(account, service, node, type, subtype)
+    conditions: list[Any] = [_is(pubsub_node.c[name], value) for name, value in node_values]
     on_nodes = list(conditions)
     found_words = words(text) if text is not None else None
     if published_after is not None:
@@ -95,8 +99,7 @@ def search(
             # account's nodes: SQLite has no statistics to tell which is smaller.
             # ("+column" keeps SQLite from using an index on it.)
             conditions[: len(on_nodes)] = [
-                sa.literal_column(f"+pubsub_node.{name}") == value
-                for name, value in _node_values(account, service, node, type, subtype)
+                _is(sa.literal_column(f"+pubsub_node.{name}"), value) for name, value in node_values
             ]
         count = sa.select(sa.func.count()).select_from(joined).where(*conditions)
         rows = (
@@ -113,9 +116,23 @@ def search(
     return SearchResult(hits, total, limit, offset)
 
 
-def _node_values(*values: str | None) -> list[tuple[str, str]]:
+def _node_values(*values: str | Sequence[str] | None) -> list[tuple[str, list[str]]]:
+    """(column, the values any of which matches) for each node filter given."""
     names = ("account", "service", "node", "type", "subtype")
-    return [(name, value) for name, value in zip(names, values, strict=True) if value is not None]
+    found: list[tuple[str, list[str]]] = []
+    for name, value in zip(names, values, strict=True):
+        if value is None:
+            continue
+        listed = [value] if isinstance(value, str) else list(value)
+        if not listed or len(listed) > MAX_VALUES or not all(isinstance(v, str) for v in listed):
+            raise InvalidQuery(f"{name} takes a string or 1 to {MAX_VALUES} strings, got {value!r}")
+        found.append((name, list(dict.fromkeys(listed))))
+    return found
+
+
+def _is(column: Any, values: list[str]) -> Any:
+    # One value stays an equality: the plan (and the EXPLAIN tests) of a single filter unchanged.
+    return column == values[0] if len(values) == 1 else column.in_(values)
 
 
 def _scope(connection: Connection, node_conditions: list[Any]) -> list[int] | None:

@@ -154,7 +154,7 @@ def test_log_import_onto_a_full_disk_gives_one_line_and_status_2(tmp_path: Path)
     ("args", "status", "created"),
     [
         (["db", "upgrade"], 0, True),
-        (["purge", "--all"], 0, True),
+        (["purge", "--all", "--force"], 0, True),
         (["db", "current"], 0, False),
         (["status"], 2, False),
         (["search"], 2, False),

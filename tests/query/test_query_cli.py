@@ -152,10 +152,10 @@ def test_purge_and_reset_are_recorded_as_events_the_projector_applies(
     log = EventLog(engine)
     assert run("purge")[0] == 2  # nothing said: refused
 
-    status, out, _ = run("purge", "--node", NODE, "--older-than", "1d")
+    status, out, _ = run("purge", "--node", NODE, "--older-than", "1d", "--force")
     assert status == 0
     assert "recorded CachePurged at log position" in out
-    status, _, _ = run("reset", "--all")
+    status, _, _ = run("reset", "--all", "--force")
     assert status == 0
 
     events = [record.event for record in log.read()]

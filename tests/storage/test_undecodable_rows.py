@@ -164,7 +164,7 @@ def test_the_cli_reports_the_row_and_parked_drop_lets_the_node_go_on(
     assert main(["log", "compact"]) == 0
     assert f"kept: cannot decode the event at position {poisoned}" in capsys.readouterr().err
 
-    assert main(["parked", "drop", "--position", str(poisoned)]) == 0
+    assert main(["parked", "drop", "--position", str(poisoned), "--force"]) == 0
     assert capsys.readouterr().out.strip() == "dropped 1"
     assert main(["parked", "retry"]) == 0
     assert capsys.readouterr().out.strip() == "applied 1; still parked 0"
