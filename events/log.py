@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -23,6 +24,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from pubsub_cache import telemetry
 from pubsub_cache.errors import PubsubCacheError
 
 from .codec import decode, encode_valid
@@ -103,6 +105,7 @@ class EventLog:
         with write_transaction(self._engine) as connection:
             positions = self._insert(connection, rows)
         self._wake_local()
+        _count(rows)
         return positions
 
     def append_in(self, connection: Connection, events: Iterable[Event]) -> list[int]:
@@ -114,7 +117,10 @@ class EventLog:
         batch = list(events)
         if not batch:
             return []
-        return self._insert(connection, _rows(batch, encode_valid(batch)))
+        rows = _rows(batch, encode_valid(batch))
+        positions = self._insert(connection, rows)
+        _count(rows)  # counted when written: a rollback by the caller is rare
+        return positions
 
     def _insert(self, connection: Connection, rows: list[tuple[Any, ...]]) -> list[int]:
         if self._sqlite:
@@ -310,6 +316,13 @@ def _reason(exc: Exception) -> str:
     """The driver's first line: psycopg's messages go on with hints."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _count(rows: list[tuple[Any, ...]]) -> None:
+    """Tell the telemetry the appended events by type (one call per append)."""
+    counting = telemetry.current()
+    if counting.enabled:
+        counting.appended(Counter(row[3] for row in rows))
 
 
 def _rows(events: Sequence[Event], bodies: Sequence[bytes]) -> list[tuple[Any, ...]]:

@@ -68,6 +68,7 @@ class Outage:
                 "%s: database unavailable (%s); retrying with backoff until it is back",
                 self._what,
                 first_line(exc),
+                extra={"next_attempt_in": delay},
             )
         return delay
 

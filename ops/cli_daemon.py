@@ -113,13 +113,18 @@ def _serve(app: AppContext, *, projector: bool, shard: Shard | None = None) -> N
     settings = app.settings
     if settings.accounts_file is None and shard is None:  # one account: a wrong password stops it
         account = xmpp_account(settings)
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
         engine = app.engine()
         daemon = functools.partial(
-            serve, engine, account, projector=projector, metrics_port=settings.metrics_port
+            serve,
+            engine,
+            account,
+            projector=projector,
+            metrics_port=settings.metrics_port,
+            metrics_address=settings.metrics_address,
         )
     else:  # many: one account's failure is reported, the others go on
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
         engine = app.engine()
         config_file = app.config_file
 
@@ -136,6 +141,7 @@ def _serve(app: AppContext, *, projector: bool, shard: Shard | None = None) -> N
             projector=projector,
             shard=shard,
             metrics_port=settings.metrics_port,
+            metrics_address=settings.metrics_address,
         )
     try:
         anyio.run(daemon, backend="asyncio")
@@ -152,6 +158,7 @@ async def serve(
     signals: bool = True,
     options: IngestOptions | None = None,
     metrics_port: int | None = None,
+    metrics_address: str = "127.0.0.1",
     task_status: anyio.abc.TaskStatus[Ingest] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the ingest (and the projector) on ``engine`` until cancelled or signalled;
@@ -177,12 +184,12 @@ async def serve(
             if metrics_port is not None:
                 from .metrics import serve_metrics
 
-                await group.start(serve_metrics, engine, metrics_port)
+                await group.start(serve_metrics, engine, metrics_port, metrics_address)
             if follower is not None:
                 run = functools.partial(follower.run, idle_timeout=PROJECTOR_WAIT)
                 await group.start(run)
             await group.start(daemon.run)
-            log.info("ingest of %s running", account.jid, extra={"projector": projector})
+            log.info("ingest running", extra={"account": account.jid, "projector": projector})
             task_status.started(daemon)
     finally:
         # Closed for good: a log wait still finishing in a worker thread cannot reopen it.
@@ -198,6 +205,7 @@ async def serve_accounts(
     signals: bool = True,
     options: IngestOptions | None = None,
     metrics_port: int | None = None,
+    metrics_address: str = "127.0.0.1",
     shard: Shard | None = None,
     task_status: anyio.abc.TaskStatus[IngestPool] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -228,7 +236,7 @@ async def serve_accounts(
             if metrics_port is not None:
                 from .metrics import serve_metrics
 
-                await group.start(serve_metrics, engine, metrics_port)
+                await group.start(serve_metrics, engine, metrics_port, metrics_address)
             if follower is not None:
                 await group.start(functools.partial(follower.run, idle_timeout=PROJECTOR_WAIT))
             await group.start(pool.run, accounts)

@@ -58,7 +58,7 @@ def project(
 
     if as_json and not until_caught_up:
         raise click.UsageError("--json goes with --until-caught-up (the daemon logs JSON lines)")
-    configure_logging(app.settings.log_level)
+    configure_logging(app.settings.log_level, app.settings.log_format)
     projector = Projector(
         app.engine(),
         registry=default_registry(),
@@ -70,7 +70,9 @@ def project(
     if until_caught_up:
         _catch_up(projector, app.event_log().head(), as_json=as_json)
         return
-    anyio.run(_run_until_signalled, projector, app.settings.metrics_port)
+    anyio.run(
+        _run_until_signalled, projector, app.settings.metrics_port, app.settings.metrics_address
+    )
 
 
 def _catch_up(projector: Projector, head: int, *, as_json: bool) -> None:
@@ -96,13 +98,15 @@ def _catch_up(projector: Projector, head: int, *, as_json: bool) -> None:
     click.echo(f"{done.line('applied')}; {parked} parked; checkpoint {projector.name} caught up")
 
 
-async def _run_until_signalled(projector: Projector, metrics_port: int | None) -> None:
+async def _run_until_signalled(
+    projector: Projector, metrics_port: int | None, metrics_address: str
+) -> None:
     async with anyio.create_task_group() as group:
         group.start_soon(_stop_on_signal, group.cancel_scope)
         if metrics_port is not None:
             from .metrics import serve_metrics
 
-            await group.start(serve_metrics, projector.engine, metrics_port)
+            await group.start(serve_metrics, projector.engine, metrics_port, metrics_address)
         await group.start(_follow, projector)
         log.info("projector %s following the log", projector.name, extra={"owner": projector.owner})
 

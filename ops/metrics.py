@@ -1,7 +1,18 @@
-"""Prometheus metrics in the text exposition format, on an optional port of the daemons.
+"""Prometheus metrics of the daemons, built with prometheus_client on a registry of their own.
 
-Every scrape reads the same figures as ``pubsub-cache status`` from the database, so the numbers
-are right whichever process (ingest, projector) serves them.
+Two kinds of figures share one registry:
+
+- what the database says (the log's head, each checkpoint's lag, nodes by sync state, each
+  account's state...), read at every scrape by :class:`StatusCollector` through the same
+  :func:`~pubsub_cache.projector.status.read_status` as ``pubsub-cache status``, so whichever
+  process (ingest, projector) serves them tells the truth;
+- what this process saw happen (events appended, notifications, syncs, reconnects, batch
+  timings...), counted by :class:`PrometheusTelemetry`, which :func:`serve_metrics` installs as
+  the process's :mod:`pubsub_cache.telemetry` while it serves.
+
+A registry per server, never prometheus_client's global one: several daemons in one test process
+must not collide. The exposition is prometheus_client's own (escaping, HELP and TYPE lines); the
+listener is anyio's, so that nothing outlives the daemon's task group.
 """
 
 from __future__ import annotations
@@ -9,100 +20,278 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Generic, TypeVar
 
 import anyio
+import anyio.to_thread
 from anyio.abc import SocketStream, TaskStatus
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from sqlalchemy.engine import Engine
 
+from pubsub_cache import telemetry
 from pubsub_cache.events.outage import UNAVAILABLE, Outage
-from pubsub_cache.projector.status import AccountStatus, Status, read_status
+from pubsub_cache.projector.status import Status, read_status
 
 log = logging.getLogger(__name__)
+
+Child = TypeVar("Child", Counter, Histogram)
 
 #: The states an account's ingest can be in, each a series of ``pubsub_cache_account_state``.
 ACCOUNT_STATES = ("connecting", "connected", "standing-by", "failed", "stopped")
 
 
-def render_accounts(states: Sequence[AccountStatus]) -> str:
-    """Each account's state (1 for the state it is in, 0 for the others) and since when."""
-    lines = [
-        "# HELP pubsub_cache_account_state Each account's ingest: 1 for its current state.",
-        "# TYPE pubsub_cache_account_state gauge",
-    ]
-    for account in states:
-        for state in ACCOUNT_STATES:
-            value = int(account.state == state)
-            lines.append(
-                f'pubsub_cache_account_state{{account="{account.account}",state="{state}"}} {value}'
-            )
-    lines += [
-        "# HELP pubsub_cache_account_state_since Unix time each account entered its state.",
-        "# TYPE pubsub_cache_account_state_since gauge",
-    ]
-    for account in states:
-        lines.append(
-            f'pubsub_cache_account_state_since{{account="{account.account}"}} {account.since:.3f}'
+class StatusCollector(Collector):
+    """The figures of ``pubsub-cache status``, read afresh at each scrape."""
+
+    def __init__(self, read: Callable[[], Status]) -> None:
+        self._read = read
+
+    def describe(self) -> list[Metric]:
+        """The families without reading the database (the registry checks names with it)."""
+        return list(
+            families(Status(head=0, checkpoints=[], parked=0, nodes={}, items=0, rejected=0))
         )
-    return "\n".join(lines) + "\n"
+
+    def collect(self) -> Iterator[Metric]:
+        """The families, read afresh."""
+        return families(self._read())
+
+
+def families(status: Status) -> Iterator[Metric]:
+    """One family per figure of ``status``; the names are those dashboards were built on."""
+    yield _gauge("log_head", "Highest position in the event log.", status.head)
+    points = [([point.name], point) for point in status.checkpoints]
+    yield _gauges(
+        "checkpoint_position",
+        "Position each projector has applied up to.",
+        ["name"],
+        [(labels, point.position) for labels, point in points],
+    )
+    yield _gauges(
+        "lag_events",
+        "Events not applied yet, per projector.",
+        ["name"],
+        [(labels, point.lag_events) for labels, point in points],
+    )
+    yield _gauges(
+        "lag_seconds",
+        "Age of the oldest event not applied yet, per projector.",
+        ["name"],
+        [(labels, point.lag_seconds) for labels, point in points],
+    )
+    yield _gauges(
+        "nodes",
+        "Cached nodes by sync state.",
+        ["state"],
+        [([state], count) for state, count in status.nodes.items()],
+    )
+    yield _gauge("items", "Items in the cache.", status.items)
+    yield _gauge("parked_events", "Events parked by the projectors.", status.parked)
+    rejected = CounterMetricFamily(
+        "pubsub_cache_rejected_notifications",
+        "Notification parts refused (as spoofed or malformed), as counted by the projector.",
+    )
+    rejected.add_metric([], status.rejected)
+    yield rejected
+    yield _gauge(
+        "parse_errors", "Cached items whose payload could not be parsed.", status.parse_errors
+    )
+    yield _gauges(
+        "account_state",
+        "Each account's ingest: 1 for its current state.",
+        ["account", "state"],
+        [
+            ([account.account, state], int(account.state == state))
+            for account in status.accounts
+            for state in ACCOUNT_STATES
+        ],
+    )
+    yield _gauges(
+        "account_state_since",
+        "Unix time each account entered its state.",
+        ["account"],
+        [([account.account], account.since) for account in status.accounts],
+    )
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"pubsub_cache_{name}", documentation, value=value)
+
+
+def _gauges(
+    name: str, documentation: str, labels: list[str], values: Sequence[tuple[list[str], float]]
+) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(f"pubsub_cache_{name}", documentation, labels=labels)
+    for label_values, value in values:
+        family.add_metric(label_values, value)
+    return family
+
+
+class PrometheusTelemetry(telemetry.Telemetry):
+    """Counts and times what this process does, on ``registry``."""
+
+    enabled = True
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        def counter(name: str, documentation: str, *labels: str) -> Counter:
+            return Counter(f"pubsub_cache_{name}", documentation, labels, registry=registry)
+
+        self._appended = _Children(
+            counter("events_appended", "Events appended to the log by this process.", "type")
+        )
+        self._accepted = counter(
+            "notifications_accepted", "Events taken from notifications received."
+        )
+        self._rejected = _Children(
+            counter("notifications_rejected", "Notification parts refused, by reason.", "reason")
+        )
+        self._projected = _Children(
+            counter("events_projected", "Events applied by the projector.", "projector")
+        )
+        self._items = _Children(
+            counter(
+                "items_projected",
+                "Items applied by the projector, published or synced.",
+                "projector",
+            )
+        )
+        self._parked = _Children(
+            counter("events_parked", "Events parked by the projector.", "projector")
+        )
+        self._parse_failures = counter(
+            "payload_parse_failures", "Payloads that could not be parsed (kept raw)."
+        )
+        self._syncs = _Children(counter("syncs", "Syncs ended, by outcome.", "outcome"))
+        self._reconnects = _Children(
+            counter("reconnects", "Connections tried again, per account.", "account")
+        )
+        self._live = _Children(
+            counter("live_fallbacks", "Reads the cache could not answer, sent live.", "read")
+        )
+        self._batch_seconds = _Children(
+            Histogram(
+                "pubsub_cache_projector_batch_seconds",
+                "Time to apply one projector batch.",
+                ["projector"],
+                registry=registry,
+            )
+        )
+        self._latency = Histogram(
+            "pubsub_cache_publish_to_projected_seconds",
+            "From a publication's observation by the ingest to its application.",
+            registry=registry,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+        )
+        self._query_seconds = _Children(
+            Histogram(
+                "pubsub_cache_query_seconds",
+                "Time to read the cache, by read.",
+                ["read"],
+                registry=registry,
+                buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
+            )
+        )
+
+    def appended(self, counts: Mapping[str, int]) -> None:
+        for event_type, count in counts.items():
+            self._appended.get(event_type).inc(count)
+
+    def notified(self, accepted: int, rejected: Sequence[str]) -> None:
+        if accepted:
+            self._accepted.inc(accepted)
+        for reason in rejected:
+            self._rejected.get(reason).inc()
+
+    def projected(
+        self, projector: str, *, seconds: float, events: int, items: int, latencies: Sequence[float]
+    ) -> None:
+        self._batch_seconds.get(projector).observe(seconds)
+        self._projected.get(projector).inc(events)
+        if items:
+            self._items.get(projector).inc(items)
+        for latency in latencies:
+            self._latency.observe(latency)
+
+    def parked(self, projector: str, count: int) -> None:
+        self._parked.get(projector).inc(count)
+
+    def parse_failed(self) -> None:
+        self._parse_failures.inc()
+
+    def synced(self, state: str) -> None:
+        self._syncs.get(state).inc()
+
+    def reconnecting(self, account: str) -> None:
+        self._reconnects.get(account).inc()
+
+    def went_live(self, read: str) -> None:
+        self._live.get(read).inc()
+
+    def queried(self, read: str, seconds: float) -> None:
+        self._query_seconds.get(read).observe(seconds)
+
+
+class _Children(Generic[Child]):
+    """A metric's labelled children, kept: ``labels()`` takes a lock and builds a tuple."""
+
+    def __init__(self, metric: Child) -> None:
+        self._metric: Child = metric
+        self._children: dict[str, Child] = {}
+
+    def get(self, value: str) -> Child:
+        child = self._children.get(value)
+        if child is None:
+            child = self._children[value] = self._metric.labels(value)
+        return child
+
+
+def metrics_registry(read: Callable[[], Status]) -> tuple[CollectorRegistry, PrometheusTelemetry]:
+    """A new registry with the status figures (from ``read``), the process's own (CPU, memory,
+    open files, Python version) and a telemetry counting on it."""
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(StatusCollector(read))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    return registry, PrometheusTelemetry(registry)
 
 
 def render(status: Status) -> str:
-    """``status`` as Prometheus text."""
-    lines = [
-        "# HELP pubsub_cache_log_head Highest position in the event log.",
-        "# TYPE pubsub_cache_log_head gauge",
-        f"pubsub_cache_log_head {status.head}",
-        "# HELP pubsub_cache_checkpoint_position Position each projector has applied up to.",
-        "# TYPE pubsub_cache_checkpoint_position gauge",
-    ]
-    for point in status.checkpoints:
-        lines.append(f'pubsub_cache_checkpoint_position{{name="{point.name}"}} {point.position}')
-    lines += [
-        "# HELP pubsub_cache_lag_events Events not applied yet, per projector.",
-        "# TYPE pubsub_cache_lag_events gauge",
-    ]
-    for point in status.checkpoints:
-        lines.append(f'pubsub_cache_lag_events{{name="{point.name}"}} {point.lag_events}')
-    lines += [
-        "# HELP pubsub_cache_lag_seconds Age of the oldest event not applied yet.",
-        "# TYPE pubsub_cache_lag_seconds gauge",
-    ]
-    for point in status.checkpoints:
-        lines.append(f'pubsub_cache_lag_seconds{{name="{point.name}"}} {point.lag_seconds:.3f}')
-    lines += [
-        "# HELP pubsub_cache_nodes Cached nodes by sync state.",
-        "# TYPE pubsub_cache_nodes gauge",
-    ]
-    for state, count in status.nodes.items():
-        lines.append(f'pubsub_cache_nodes{{state="{state}"}} {count}')
-    lines += [
-        "# TYPE pubsub_cache_items gauge",
-        f"pubsub_cache_items {status.items}",
-        "# TYPE pubsub_cache_parked_events gauge",
-        f"pubsub_cache_parked_events {status.parked}",
-        "# HELP pubsub_cache_rejected_notifications_total Notifications refused as spoofed.",
-        "# TYPE pubsub_cache_rejected_notifications_total counter",
-        f"pubsub_cache_rejected_notifications_total {status.rejected}",
-        "# HELP pubsub_cache_parse_errors Cached items whose payload could not be parsed.",
-        "# TYPE pubsub_cache_parse_errors gauge",
-        f"pubsub_cache_parse_errors {status.parse_errors}",
-    ]
-    return "\n".join(lines) + "\n" + (render_accounts(status.accounts) if status.accounts else "")
+    """``status`` as Prometheus text (the status figures only)."""
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(StatusCollector(lambda: status))
+    return generate_latest(registry).decode()
 
 
 async def serve_metrics(
     engine: Engine,
     port: int,
-    *,
     host: str = "127.0.0.1",
+    *,
     task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Answer every HTTP request on ``host:port`` with the metrics; runs until cancelled.
+    """Answer every HTTP request on ``host:port`` with the metrics; runs until cancelled, with
+    its telemetry installed meanwhile. ``started`` with the port (``port`` 0: one is chosen).
 
     While the database is away, scrapes get ``503 Service Unavailable`` (one warning per
     outage): a request must never take the daemon down with it.
     """
+
+    def read() -> Status:
+        with engine.connect() as connection:
+            return read_status(connection, now=time.time())
+
+    registry, counting = metrics_registry(read)
     listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
     outage = Outage("metrics", log, delay=lambda _attempt: 0.0)
 
@@ -112,7 +301,7 @@ async def serve_metrics(
             with anyio.move_on_after(5), contextlib.suppress(*_GONE):
                 await stream.receive(4096)  # the request itself does not matter
                 try:
-                    body = await anyio.to_thread.run_sync(_scrape, engine)
+                    body = await anyio.to_thread.run_sync(generate_latest, registry)
                 except UNAVAILABLE as exc:
                     outage.failed(exc)
                     await stream.send(_response("503 Service Unavailable", _DOWN))
@@ -120,22 +309,22 @@ async def serve_metrics(
                 outage.ended()
                 await stream.send(_response("200 OK", body))
 
-    async with listener:
-        task_status.started(listener.extra(anyio.abc.SocketAttribute.local_port))
-        await listener.serve(handle)
+    previous = telemetry.install(counting)
+    try:
+        async with listener:
+            task_status.started(listener.extra(anyio.abc.SocketAttribute.local_port))
+            await listener.serve(handle)
+    finally:
+        if telemetry.current() is counting:
+            telemetry.install(previous)
 
 
 def _response(status: str, body: bytes) -> bytes:
     head = (
-        f"HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\n"
+        f"HTTP/1.0 {status}\r\nContent-Type: {CONTENT_TYPE_LATEST}\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
-
-
-def _scrape(engine: Engine) -> bytes:
-    with engine.connect() as connection:
-        return render(read_status(connection, now=time.time())).encode()
 
 
 #: The body of a scrape while the database is away.

@@ -17,6 +17,7 @@ The single account of ``jid``/``password`` still works, beside the file's or alo
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -33,6 +34,8 @@ PREFIX = "PUBSUB_CACHE_"
 TlsMode = Literal["starttls", "direct", "none"]
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _TLS_MODES = ("starttls", "direct", "none")
+LogFormat = Literal["auto", "json", "text"]
+_LOG_FORMATS = ("auto", "json", "text")
 
 
 class ConfigError(PubsubCacheError):
@@ -74,6 +77,10 @@ class Settings:
     xmpp_tls: TlsMode = "starttls"
     log_level: str = "INFO"
     metrics_port: int | None = None
+    metrics_address: str = "127.0.0.1"
+    """Where the metrics endpoint listens: an IPv4 or IPv6 address, or a host name."""
+    log_format: LogFormat = "auto"
+    """``json`` lines, ``text`` lines, or ``auto``: text on a terminal, JSON otherwise."""
     accounts_file: Path | None = None
     accounts: tuple[AccountSettings, ...] = ()
     """The accounts of ``accounts_file``, as they were when the settings were built."""
@@ -143,6 +150,8 @@ def load_settings(
         accounts=() if accounts_file is None else read_accounts(accounts_file, shared),
         log_level=_choice(raw, "log_level", _LOG_LEVELS, upper=True) or "INFO",
         metrics_port=_port(raw, "metrics_port"),
+        metrics_address=_address(raw, "metrics_address") or "127.0.0.1",
+        log_format=cast(LogFormat, _choice(raw, "log_format", _LOG_FORMATS)),
     )
 
 
@@ -277,6 +286,29 @@ def _jid(raw: Mapping[str, object]) -> str | None:
         return bare_jid(jid)
     except ValueError as exc:
         raise ConfigError(_label("jid"), str(exc)) from None
+
+
+def _address(raw: Mapping[str, object], name: str) -> str | None:
+    """An address to listen on: an IP address (an IPv6 one with or without brackets) or a host
+    name; a typo must fail here, not when the daemon binds after connecting."""
+    text = _text(raw, name)
+    if text is None:
+        return None
+    address = text.strip()
+    if address.startswith("[") and address.endswith("]"):
+        address = address[1:-1]
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        pass
+    # A name's last label is never all digits (RFC 3696 §2): 1.2.3.4.5 is a mistyped address.
+    if not _HOST_NAME.fullmatch(address) or address.rstrip(".").rpartition(".")[2].isdigit():
+        raise ConfigError(_label(name), f"expected an IP address or a host name, got {text!r}")
+    return address
+
+
+#: A DNS host name: dot-separated labels of letters, digits and inner hyphens.
+_HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
 
 
 def _port(raw: Mapping[str, object], name: str) -> int | None:

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from lxml import etree
 from sqlalchemy.engine import Connection, Engine
 
+from pubsub_cache import telemetry
 from pubsub_cache.projector.parsers import Parser
 from pubsub_cache.projector.schema import pubsub_item, pubsub_node
 from pubsub_cache.projector.xmlsafe import PayloadParseError, parse_payload
@@ -88,11 +89,19 @@ def _sniff_namespace(payload: str) -> str | None:
 
 
 def parse_columns(payload: str | None, parser: Parser | None) -> PayloadColumns:
-    """Parse ``payload`` with ``parser``; failures become ``parse_error``, never exceptions.
+    """Parse ``payload`` with ``parser``; failures become ``parse_error``, never exceptions
+    (and are counted by the telemetry).
 
     Without a parser the payload is still read (with the same limits): one that cannot be read
     gets the reason as its parse error, since that is also why no analyser could choose one.
     """
+    columns = _parse_columns(payload, parser)
+    if columns.parse_error is not None:
+        telemetry.current().parse_failed()
+    return columns
+
+
+def _parse_columns(payload: str | None, parser: Parser | None) -> PayloadColumns:
     if payload is None:
         return NOT_PARSED
     if parser is None:

@@ -29,8 +29,16 @@ import sqlalchemy as sa
 from anyio.abc import TaskStatus
 from sqlalchemy.engine import Connection, Engine
 
+from pubsub_cache import telemetry
 from pubsub_cache.errors import PubsubCacheError
-from pubsub_cache.events import AnyEvent, UndecodableEvent, decode, event_scope
+from pubsub_cache.events import (
+    AnyEvent,
+    ItemsPublished,
+    SyncPageFetched,
+    UndecodableEvent,
+    decode,
+    event_scope,
+)
 from pubsub_cache.events.db import write_transaction
 from pubsub_cache.events.log import EventLog, RawRecord
 from pubsub_cache.events.outage import UNAVAILABLE, Outage, exponential, first_line
@@ -149,7 +157,10 @@ class Projector:
         except TRANSIENT:
             raise
         except Exception:
-            log.exception("batch failed; applying it again one event at a time")
+            log.exception(
+                "batch failed; applying it again one event at a time",
+                extra={"projector": self.name},
+            )
             return self._batch(one_by_one=True, upto=upto)
 
     def catch_up(self) -> int:
@@ -190,7 +201,8 @@ class Projector:
                         task_status.started()
                         started = True
                         log.info(
-                            "projector %s caught up at position %d", self.name, result.position
+                            "projector caught up",
+                            extra={"projector": self.name, "position": result.position},
                         )
                     if result.leader:
                         # Reads the head: an outage that begins while we are idle shows here.
@@ -209,8 +221,11 @@ class Projector:
                 try:
                     await anyio.to_thread.run_sync(self.release)
                 except TRANSIENT as exc:
-                    log.warning("projector %s: could not release its lease: %s",
-                                self.name, first_line(exc))  # fmt: skip
+                    log.warning(
+                        "projector could not release its lease: %s",
+                        first_line(exc),
+                        extra={"projector": self.name},
+                    )
 
     def _wait(self, *, after: int, timeout: float) -> None:
         # Runs in a worker thread that cancellation abandons: release() stops and joins it,
@@ -264,14 +279,17 @@ class Projector:
                 raise
             except Exception:
                 savepoint.rollback()
-                log.exception("range failed; applying it again one event at a time")
+                log.exception(
+                    "range failed; applying it again one event at a time",
+                    extra={"projector": self.name, "after": after, "upto": upto},
+                )
                 batch = self._apply(connection, records, partition, one_by_one=True, now=now)
             applied, parked = applied + batch.applied, parked + batch.parked
             after = records[-1].position
         return applied, parked
 
     def _batch(self, *, one_by_one: bool, upto: int | None) -> BatchResult:
-        now = time.time()
+        started, now = time.perf_counter(), time.time()
         with write_transaction(self._engine) as connection:
             position = checkpoint.acquire(
                 connection, self.name, self.owner, ttl=self._lease_seconds, now=now
@@ -292,6 +310,18 @@ class Projector:
             )
             last = records[-1].position
             checkpoint.advance(connection, self.name, last, now=now)
+        counting = telemetry.current()
+        if counting.enabled:  # once per batch, after the commit that made it visible
+            applied_at = time.time()
+            counting.projected(
+                self.name,
+                seconds=time.perf_counter() - started,
+                events=batch.applied,
+                items=batch.items,
+                latencies=[applied_at - observed for observed in batch.published],
+            )
+            if batch.parked:
+                counting.parked(self.name, batch.parked)
         return BatchResult(
             leader=True,
             read=len(records),
@@ -321,6 +351,8 @@ class Projector:
             applier.apply(event_position, event)
         applier.finish()
         batch.applied = len(todo)
+        if telemetry.current().enabled:
+            batch.measure(event for _, event in todo)
         return batch
 
 
@@ -380,6 +412,20 @@ class _Batch:
         self._blocked = parking.parked_scopes(connection, projector)
         self.applied = 0
         self.parked = 0
+        self.items = 0
+        """Items applied, published or synced (counted for the telemetry only)."""
+        self.published: list[float] = []
+        """When each publication applied was observed (Unix time; for the telemetry only)."""
+
+    def measure(self, events: Iterable[AnyEvent]) -> None:
+        """Count the items ``events`` (applied) brought, published or synced, and note when
+        each publication was seen."""
+        for event in events:
+            if isinstance(event, ItemsPublished):
+                self.items += len(event.items)
+                self.published.append(event.observed_at.timestamp())
+            elif isinstance(event, SyncPageFetched):
+                self.items += len(event.items)
 
     def admit(self, records: Iterable[RawRecord]) -> list[tuple[int, AnyEvent]]:
         """The decodable events of nodes with nothing parked; the others are parked."""
@@ -411,7 +457,18 @@ class _Batch:
         except Exception as exc:
             savepoint.rollback()
             error = f"{type(exc).__name__}: {exc}"
-            log.error("parked the event at position %d of %s: %s", position, scope, error)
+            account, service, node = scope
+            log.error(
+                "parked an event: %s",
+                error,
+                extra={
+                    "projector": self._projector,
+                    "position": position,
+                    "account": account,
+                    "service": service,
+                    "node": node,
+                },
+            )
             self._park(position, scope, error)
 
     def _wait_behind(self, position: int, scope: parking.Scope) -> bool:

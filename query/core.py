@@ -21,6 +21,7 @@ import anyio
 import anyio.to_thread
 from sqlalchemy.engine import URL, Engine
 
+from pubsub_cache import telemetry
 from pubsub_cache.events.db import create_engine
 from pubsub_cache.events.log import EventLog
 from pubsub_cache.events.types import SyncRequested
@@ -89,7 +90,8 @@ class QueryCore:
             raise InvalidQuery(f"max_items must be a non-negative integer, got {max_items!r}")
         if isinstance(item_ids, str):
             raise InvalidQuery("item_ids must be a list of item ids, not one string")
-        return self.reader.items(
+        started = time.perf_counter()
+        answer = self.reader.items(
             account,
             service,
             node,
@@ -98,12 +100,16 @@ class QueryCore:
             item_ids=item_ids,
             max_items=max_items,
         )
+        telemetry.current().queried("items", time.perf_counter() - started)
+        return answer
 
     def cached_item(
         self, account: str, service: str, node: str, item_id: str
     ) -> tuple[NodeRow | None, PageItem | None, str | None]:
         """(node, item, None) when the cache's answer holds, else (node, None, why not)."""
+        started = time.perf_counter()
         row, item = self.reader.item(account, service, node, item_id)
+        telemetry.current().queried("item", time.perf_counter() - started)
         if row is None:
             return None, None, "never seen by this account"
         if row.sync_state == "COMPLETED" or (row.sync_state == "PARTIAL" and item is not None):
@@ -190,6 +196,7 @@ class QueryCore:
         if live_client is None:
             reason = answer.reason or "not cached"
             raise await run(self.not_cached, account, service, node, answer.node, reason, why)
+        telemetry.current().went_live("items")
         cap = None
         if answer.node is not None:
             cap = await run(self.max_items_of, account, service, node)
@@ -234,6 +241,7 @@ class QueryCore:
         live_client, why = self.live_client(client, account)
         if live_client is None:
             raise await run(self.not_cached, account, service, node, row, reason, why)
+        telemetry.current().went_live("item")
         found = await fetch_item(live_client, service, node, item_id, timeout=timeout)
         namespace = payload_namespace(found.payload) if found is not None else None
         await run(self.request_sync, account, service, node, row, namespace)

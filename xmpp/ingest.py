@@ -35,6 +35,7 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
+from pubsub_cache import telemetry
 from pubsub_cache.events.log import EventLog
 from pubsub_cache.events.outage import Outage
 from pubsub_cache.events.types import (
@@ -42,6 +43,7 @@ from pubsub_cache.events.types import (
     NodeConfigured,
     NodeDeleted,
     NodeEvent,
+    NotificationRejected,
     ServiceOrder,
 )
 
@@ -56,7 +58,7 @@ from .pubsub import PubsubClient
 from .reconcile import ReconcileOptions, Reconciler
 from .scheduler import SyncScheduler
 from .sync import Clock, SyncResult, sync_node, utc_now
-from .translate import events_from_message
+from .translate import events_from_message, rejection_kind
 from .writer import RETRYABLE, EventWriter
 
 log = logging.getLogger(__name__)
@@ -201,15 +203,16 @@ class Ingest:
             if holder is None:
                 self._state("connecting", None)
                 if waited is not None:
-                    log.warning("took over the ingest of %s (from %s)", self.account.jid, waited)
+                    log.warning(
+                        "took over the ingest", extra={"account": self.account.jid, "owner": waited}
+                    )
                 return
             if waited != holder.owner:
                 log.warning(
-                    "the account %s is ingested by another process (%s): standing by until its "
-                    "lease is released or expires (in %.0f s)",
-                    self.account.jid,
-                    holder.owner,
+                    "the account is ingested by another process: standing by until its lease "
+                    "is released or expires (in %.0f s)",
                     max(0.0, holder.expires_in),
+                    extra={"account": self.account.jid, "owner": holder.owner},
                 )
                 waited = holder.owner
                 self._state("standing-by", f"ingested by {holder.owner}")
@@ -230,9 +233,9 @@ class Ingest:
             outage.ended()
             if holder is not None:
                 log.error(
-                    "the ingest of %s was taken over by %s: ending the sessions, standing by",
-                    self.account.jid,
-                    holder.owner,
+                    "the ingest was taken over by another process: ending the sessions, "
+                    "standing by",
+                    extra={"account": self.account.jid, "owner": holder.owner},
                 )
                 held.cancel()
                 return
@@ -242,7 +245,9 @@ class Ingest:
             with anyio.move_on_after(5):
                 await anyio.to_thread.run_sync(lease.release, abandon_on_cancel=True)
         except RETRYABLE as exc:
-            log.warning("could not release the ingest lease of %s: %s", self.account.jid, exc)
+            log.warning(
+                "could not release the ingest lease: %s", exc, extra={"account": self.account.jid}
+            )
 
     async def wait_idle(self) -> None:
         """Return once no sync or payload fetch is queued or running and the log has it all."""
@@ -279,13 +284,29 @@ class Ingest:
                 self._state("connecting", str(exc))
                 failures += 1
                 delay = self.options.reconnect.delay(failures)
-                log.warning("%s; retrying in %.1f s", exc, delay)
+                # WARNING each time, with when the next attempt is: a host that does not
+                # resolve must show, not be retried in silence.
+                log.warning(
+                    "XMPP session not opened: %s; next attempt in %.3g s",
+                    exc.cause,
+                    delay,
+                    extra={
+                        "account": self.account.jid,
+                        "host": exc.host,
+                        "port": exc.port,
+                        "attempt": failures,
+                        "next_attempt_in": delay,
+                    },
+                )
+                telemetry.current().reconnecting(self.account.jid)
                 await anyio.sleep(delay)
                 continue
             failures = 0
             self.sessions += 1
             self._state("connected", None)
-            log.info("session %d of %s started", self.sessions, self.account.jid)
+            log.info(
+                "session started", extra={"account": self.account.jid, "session": self.sessions}
+            )
             try:
                 await self.serve_session(
                     PubsubClient(xmpp, timeout=self.options.request_timeout), lost, task_status
@@ -295,7 +316,12 @@ class Ingest:
             task_status = anyio.TASK_STATUS_IGNORED  # started() is called once
             self._state("connecting", "session lost")
             delay = self.options.reconnect.delay(1)
-            log.warning("session of %s lost; reconnecting in %.1f s", self.account.jid, delay)
+            log.warning(
+                "session lost; next attempt in %.3g s",
+                delay,
+                extra={"account": self.account.jid, "next_attempt_in": delay},
+            )
+            telemetry.current().reconnecting(self.account.jid)
             await anyio.sleep(delay)
 
     async def serve_session(
@@ -336,13 +362,18 @@ class Ingest:
             self._learn_order(ref, order_from_listing(result.listed, *known))
         if result.state == "DELETED":
             self._wanted.discard(ref)
+        telemetry.current().synced(result.state)
         log.info(
-            "sync of node %r of %s: %s, %d items%s",
-            ref.node,
-            ref.service,
+            "sync finished: %s%s",
             result.state,
-            result.item_count,
             f" ({result.reason})" if result.reason else "",
+            extra={
+                "account": self.account.jid,
+                "service": ref.service,
+                "node": ref.node,
+                "sync_id": result.sync_id,
+                "items": result.item_count,
+            },
         )
         return result
 
@@ -359,15 +390,15 @@ class Ingest:
             try:
                 software, order = order_from_identities(await client.identities(jid))
             except XmppError as exc:
-                log.debug("disco#info of %s: %s", jid, exc)
+                log.debug("disco#info failed: %s", exc, extra={"jid": jid})
                 continue
             if order is not None:
                 break
         log.info(
-            "service %s: %s, items in %s order",
-            service,
+            "service identified: %s, items in %s order",
             software or "unknown software",
             order or "unknown (creation assumed)",
+            extra={"service": service},
         )
         self._orders[service] = order
         return order
@@ -378,7 +409,11 @@ class Ingest:
         if order is None or self._orders.get(ref.service) is not None:
             return
         self._orders[ref.service] = order
-        log.info("service %s lists items in %s order (learned from a listing)", ref.service, order)
+        log.info(
+            "the service lists items in %s order (learned from a listing)",
+            order,
+            extra={"service": ref.service, "node": ref.node},
+        )
         self.request_sync(ref.service, ref.node, f"the service's order is {order}")
 
     def request_sync(self, service: str, node: str, reason: str) -> None:
@@ -414,7 +449,10 @@ class Ingest:
             if ref not in self._wanted:
                 self._wanted.add(ref)
                 self.scheduler.request(ref, "catch-up after connecting")
-        log.info("catching up %d synced nodes", len(self._wanted))
+        log.info(
+            "catching up the synced nodes",
+            extra={"account": self.account.jid, "nodes": len(self._wanted)},
+        )
 
     async def _poll_requests(self) -> None:
         requests = await anyio.to_thread.run_sync(self._directory.sync_requests, self.account.jid)
@@ -430,7 +468,11 @@ class Ingest:
             try:
                 await client.ping(timeout=min(30.0, self.options.keepalive))
             except XmppError as exc:
-                log.warning("keepalive failed, ending the session: %s", exc)
+                log.warning(
+                    "keepalive failed, ending the session: %s",
+                    exc,
+                    extra={"account": self.account.jid},
+                )
                 lost.set()
                 return
 
@@ -444,10 +486,20 @@ class Ingest:
             )
             self.notifications += 1
             self.writer.submit(events)
+            refused = [
+                rejection_kind(e.reason) for e in events if isinstance(e, NotificationRejected)
+            ]
+            telemetry.current().notified(len(events) - len(refused), refused)
             for event in events:
                 self._observe(event)
         except Exception:
-            log.exception("notification not ingested: %s", ET.tostring(message, "unicode")[:2000])
+            log.exception(
+                "notification not ingested",
+                extra={
+                    "account": self.account.jid,
+                    "stanza": ET.tostring(message, "unicode")[:2000],
+                },
+            )
 
     def _observe(self, event: NodeEvent) -> None:
         ref = NodeRef(event.service, event.node)

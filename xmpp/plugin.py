@@ -217,13 +217,16 @@ class pubsub_cache(BasePlugin):  # slixmpp finds a plugin by its name
             try:
                 holder = await anyio.to_thread.run_sync(functools.partial(self.lease.take, ttl=ttl))
             except RETRYABLE as exc:  # the writer rides the outage out; the lease waits
-                log.warning("ingest lease of %s: %s", self.account, exc)
+                log.warning("ingest lease: %s", exc, extra={"account": self.account})
             else:
                 if holder is None and not self.ingesting:
                     self.ingesting = True
                     group.start_soon(self._sessions)
                 elif holder is not None and (self.ingesting or not started):
-                    log.warning("%s is ingested by %s: reading only", self.account, holder.owner)
+                    log.warning(
+                        "the account is ingested by another process: reading only",
+                        extra={"account": self.account, "owner": holder.owner},
+                    )
                     self.ingesting = False
                     if self._lost is not None:
                         self._lost.set()
@@ -283,7 +286,7 @@ class pubsub_cache(BasePlugin):  # slixmpp finds a plugin by its name
             self._reply(error_reply(iq, str(self.client.boundjid), "item-not-found"))
             return
         except (QueryError, *RETRYABLE) as exc:
-            log.debug("cache cannot answer %s: %s", request, exc)
+            log.debug("the cache cannot answer: %s", exc, extra={"request": str(request)})
             answer = CacheAnswer(None, None, str(exc))
         try:
             page, to = answer.page, str(self.client.boundjid)

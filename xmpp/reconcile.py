@@ -192,13 +192,11 @@ class Reconciler:
                 )
                 self.stats.differences += 1
                 log.info(
-                    "reconciling node %r of %s (%s): the service lists %d items, the cache "
-                    "holds %s",
-                    ref.node,
-                    ref.service,
+                    "reconciling a node (%s): the service lists %d items, the cache holds %s",
                     why,
                     len(ids),
                     "none" if cached is None else len(cached),
+                    extra={"account": self.account, "service": ref.service, "node": ref.node},
                 )
         except XmppRequestError as exc:
             self.stats.failures += 1
@@ -206,7 +204,9 @@ class Reconciler:
                 self._fall_back(ref, str(exc))
             else:
                 log.warning(
-                    "reconciliation of node %r of %s failed: %s", ref.node, ref.service, exc
+                    "reconciliation failed: %s",
+                    exc,
+                    extra={"account": self.account, "service": ref.service, "node": ref.node},
                 )
         except UNAVAILABLE as exc:
             # The read model is away: check again once it is back (the listing is dropped).
@@ -214,7 +214,11 @@ class Reconciler:
             self._schedule(ref, self._outage.failed(exc), why)
         except XmppError as exc:
             self.stats.failures += 1
-            log.warning("reconciliation of node %r of %s failed: %s", ref.node, ref.service, exc)
+            log.warning(
+                "reconciliation failed: %s",
+                exc,
+                extra={"account": self.account, "service": ref.service, "node": ref.node},
+            )
         else:
             self._outage.ended()
         finally:
@@ -271,7 +275,11 @@ class Reconciler:
             return
         self._fallback_at[ref] = now
         self.stats.fallbacks += 1
-        log.info("node %r of %s cannot be listed (%s): syncing it", ref.node, ref.service, reason)
+        log.info(
+            "the node cannot be listed (%s): syncing it",
+            reason,
+            extra={"account": self.account, "service": ref.service, "node": ref.node},
+        )
         self.request_sync(ref, f"reconciliation by sync: {reason}")
 
     def _schedule(self, ref: NodeRef, delay: float, why: str) -> None:

@@ -134,7 +134,16 @@ async def sync_node(
         condition = exc.condition if isinstance(exc, XmppRequestError) else None
         gone = condition in NODE_GONE
         writer.submit([run.failed(str(exc), condition), *([run.deleted()] if gone else [])])
-        log.warning("sync of node %r of %s failed: %s", node, service, exc)
+        log.warning(
+            "sync failed: %s",
+            exc,
+            extra={
+                "account": run.account,
+                "service": service,
+                "node": node,
+                "sync_id": run.sync_id,
+            },
+        )
         return run.result("DELETED" if gone else "ERROR", reason=str(exc))
     except BaseException:
         writer.submit([run.failed("interrupted: the session ended or the ingest stopped", None)])
@@ -262,7 +271,11 @@ async def _owner_configuration(
     try:
         form = await client.get_node_config(service, node)
     except XmppRequestError as exc:
-        log.debug("configuration of node %r of %s not readable: %s", node, service, exc)
+        log.debug(
+            "node configuration not readable: %s",
+            exc,
+            extra={"account": client.jid, "service": service, "node": node},
+        )
         return None
     kept = {name: values for name, values in form.items() if name in CONFIGURATION_KEPT}
     return kept or None

@@ -138,6 +138,30 @@ def _refusal(message: ET.Element, sender: str) -> str | None:
     return None
 
 
+def rejection_kind(reason: str) -> str:
+    """The kind of a rejection's ``reason``, one of a few (a metric's label cannot hold the
+    reason itself: it names JIDs and sizes)."""
+    for start, kind in _KINDS:
+        if reason.startswith(start):
+            return kind
+    if reason.endswith("without a node"):
+        return "no-node"
+    return "over-limit" if "refused:" in reason else "other"
+
+
+#: The start of each reason this module gives, and its kind.
+_KINDS = (
+    ("an error message", "error-message"),
+    ("no from", "no-from"),
+    ("from is a JID of", "over-limit"),
+    ("from ", "full-jid"),
+    ("node name of", "over-limit"),
+    ("<retract> refused", "over-limit"),
+    ("unsupported event child", "unsupported"),
+    ("malformed", "malformed"),
+)
+
+
 def _clip(value: str) -> str:
     # What a rejection can hold of an oversized value: its head, marked as cut.
     return value if len(value) <= MAX_TEXT else f"{value[: MAX_TEXT - 1]}\N{HORIZONTAL ELLIPSIS}"

@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import sqlalchemy as sa
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import Engine
 
 from helpers import published
@@ -55,7 +56,11 @@ def test_project_follows_the_log_serves_metrics_and_stops_cleanly_on_sigterm(
     database_url: str, engine: Engine, event_log: EventLog
 ) -> None:
     port = free_port()
-    env = environment(database_url, PUBSUB_CACHE_METRICS_PORT=str(port))
+    env = environment(
+        database_url,
+        PUBSUB_CACHE_METRICS_PORT=str(port),
+        PUBSUB_CACHE_METRICS_ADDRESS="127.0.0.3",  # not the default: the setting is obeyed
+    )
     process = subprocess.Popen(
         [CLI, "project", "--lease-seconds", "30"],
         env=env,
@@ -72,11 +77,17 @@ def test_project_follows_the_log_serves_metrics_and_stops_cleanly_on_sigterm(
             return position == 2
 
         wait_until(caught_up)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
-            metrics = answer.read().decode()
-        assert "pubsub_cache_log_head 2" in metrics
-        assert 'pubsub_cache_lag_events{name="main"} 0' in metrics
-        assert 'pubsub_cache_nodes{state="NONE"} 1' in metrics
+        with urllib.request.urlopen(f"http://127.0.0.3:{port}/metrics", timeout=10) as answer:
+            metrics = {
+                (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                for family in text_string_to_metric_families(answer.read().decode())
+                for sample in family.samples
+            }
+        assert metrics["pubsub_cache_log_head", ()] == 2
+        assert metrics["pubsub_cache_lag_events", (("name", "main"),)] == 0
+        assert metrics["pubsub_cache_nodes", (("state", "NONE"),)] == 1
+        # Counted by the daemon itself while it applied them.
+        assert metrics["pubsub_cache_events_projected_total", (("projector", "main"),)] == 2
         process.send_signal(signal.SIGTERM)
         _, errors = process.communicate(timeout=30)
     finally:

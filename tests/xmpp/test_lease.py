@@ -150,7 +150,7 @@ async def test_a_second_daemon_of_an_account_stands_by_then_takes_over_when_the_
 
         with anyio.fail_after(TTL * 5):  # the lease expires, then the next look takes it
             await second_up.wait()
-        assert "took over the ingest of" in caplog.text
+        assert "took over the ingest" in caplog.text
         await publisher.publish(service, node_name, "two", entry("two"))
         await eventually(lambda: "two" in items())
         await second[0].wait_idle()

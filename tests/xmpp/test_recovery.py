@@ -114,8 +114,8 @@ async def test_a_failed_connect_is_retried_with_backoff_until_the_server_is_ther
             group.start_soon(daemon.run)
             await eventually(lambda: proxy.refused >= 3)
             assert daemon.sessions == 0
-            retries = [r.message for r in caplog.records if "retrying in" in r.message]
-            delays = [float(m.rsplit("retrying in ", 1)[1].split()[0]) for m in retries]
+            retries = [r.message for r in caplog.records if "next attempt in" in r.message]
+            delays = [float(m.rsplit("next attempt in ", 1)[1].split()[0]) for m in retries]
             assert len(delays) >= 2
             assert delays[1] > delays[0]  # backing off
             proxy.come_back()
