@@ -172,7 +172,7 @@ def import_log(engine: Engine, records: Iterator[RawRecord], *, batch: int = 200
 
 
 def _log_undecodable(error: UndecodableEvent) -> None:
-    log.warning("left out of the export: %s", error)
+    log.warning("left out of the export: %s", error, extra={"position": error.position})
 
 
 def _raw(position: int, recorded_at: float, event: AnyEvent) -> RawRecord:

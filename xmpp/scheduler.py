@@ -58,7 +58,7 @@ class SyncScheduler:
             self._again.add(ref)
         elif ref not in self._queue:
             self._queue[ref] = reason
-            log.debug("sync of node %r of %s queued (%s)", ref.node, ref.service, reason)
+            log.debug("sync queued (%s)", reason, extra={"service": ref.service, "node": ref.node})
         self._signal()
 
     def forget(self, ref: NodeRef) -> None:
@@ -120,11 +120,10 @@ class SyncScheduler:
             delay = self._retry.delay(attempt)
             self._retry_at[ref] = time.monotonic() + delay
             log.info(
-                "sync of node %r of %s will be retried in %.1f s (failure %d)",
-                ref.node,
-                ref.service,
+                "sync will be retried in %.1f s (failure %d)",
                 delay,
                 attempt,
+                extra={"service": ref.service, "node": ref.node},
             )
         else:
             self._attempts.pop(ref, None)

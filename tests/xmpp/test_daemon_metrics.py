@@ -3,6 +3,8 @@ and a forged one move the counters a scrape of the metrics endpoint shows."""
 
 from __future__ import annotations
 
+import logging
+
 import anyio
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -21,6 +23,14 @@ ATOM = "http://www.w3.org/2005/Atom"
 
 def entry(title: str) -> str:
     return f'<entry xmlns="{ATOM}"><title>{title}</title></entry>'
+
+
+def own_words(record: logging.LogRecord) -> str:
+    """The record's message, with any exception given as an argument left out (an error's
+    own text names what it was about)."""
+    args = record.args if isinstance(record.args, tuple) else ()
+    shown = tuple("<error>" if isinstance(arg, BaseException) else arg for arg in args)
+    return str(record.msg) % shown if shown else record.getMessage()
 
 
 async def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -47,7 +57,9 @@ async def test_syncs_and_notifications_are_counted_by_the_daemon(
     new_account: NewAccount,
     engine: Engine,
     node_name: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="pubsub_cache")
     service, cache, mallory = prosody.pubsub_service, new_account("cache"), new_account("mallory")
     await publisher.create_node(service, node_name)
     await publisher.publish(service, node_name, "first", entry("one"))
@@ -80,3 +92,10 @@ async def test_syncs_and_notifications_are_counted_by_the_daemon(
     assert metrics[appended, (("type", "notification-rejected"),)] == 1
     assert metrics["pubsub_cache_publish_to_projected_seconds_count", ()] == 1
     assert metrics["pubsub_cache_items_projected_total", (("projector", "main"),)] == 2
+    # The daemon's lines name the account and node as keys, never inside the message.
+    ours = [r for r in caplog.records if r.name.startswith("pubsub_cache.")]
+    assert not [own_words(r) for r in ours if cache.jid in own_words(r)]
+    assert not [own_words(r) for r in ours if node_name in own_words(r)]
+    [finished] = [r for r in ours if r.getMessage() == "sync finished: COMPLETED"]
+    assert (finished.account, finished.service, finished.node) == (cache.jid, service, node_name)  # type: ignore[attr-defined]
+    assert finished.sync_id  # type: ignore[attr-defined]
