@@ -130,7 +130,7 @@ def _events(
 
 
 def _log_undecodable(error: UndecodableEvent) -> None:
-    log.warning("kept by the compaction: %s", error)
+    log.warning("kept by the compaction: %s", error, extra={"position": error.position})
 
 
 def _reset_after(resets: list[tuple[int, CacheReset]], position: int, key: NodeKey) -> bool:

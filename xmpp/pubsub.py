@@ -274,7 +274,7 @@ class PubsubClient:
         refused: list[str] = []
         items = reply_items(reply, "get items", service, node, refused=refused)
         for reason in refused:
-            log.warning("node %r of %s: %s", node, service, reason)
+            log.warning("item refused: %s", reason, extra={"service": service, "node": node})
         return ItemsReply(items=items, rsm=reply_rsm(reply), refused=refused)
 
     async def item_ids(
