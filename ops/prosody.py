@@ -241,6 +241,35 @@ class LocalProsody(ServerLifecycle):
             raise ProsodyCommandFailed(shown, returncode=result.returncode, output=output)
         return [self.jid(user) for user in names]
 
+    def befriend_many(self, user: str, contacts: Sequence[str]) -> None:
+        """Make ``user`` and each of ``contacts`` (local parts, all registered) mutual contacts
+        (presence subscription ``both`` in both rosters), as accepted subscription requests
+        would, in one Lua process: contacts get ``user``'s PEP notifications. Only for accounts
+        that are offline now: the server keeps an online session's roster in memory."""
+        if not contacts:
+            return
+        lines = "".join(f"{user} {contact}\n{contact} {user}\n" for contact in contacts)
+        self._run_lua("befriend_many", _BEFRIEND_MANY, lines, expected=2 * len(contacts))
+
+    def _run_lua(self, name: str, body: str, lines: str, *, expected: int) -> None:
+        interpreter, settings = _prosodyctl_runtime()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        script = self.workdir / f"{name}.lua"
+        assignments = "".join(f"{key} = {_lua_string(value)}\n" for key, value in settings.items())
+        script.write_text(assignments + _LUA_RUNTIME + body)
+        result = subprocess.run(
+            [interpreter, str(script), "--config", str(self.config)],
+            input=lines,
+            cwd=self.workdir,
+            env={**self.environment(), "PUBSUB_CACHE_REGISTER_HOST": self.domain},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0 or result.stdout.strip() != str(expected):
+            output = result.stdout + result.stderr
+            raise ProsodyCommandFailed(name, returncode=result.returncode, output=output)
+
     def log_tail(self, lines: int = 30) -> str:
         """The last ``lines`` of Prosody's log (and of its console output)."""
         tail: list[str] = []
@@ -309,3 +338,29 @@ print(created)
 def _lua_string(value: str) -> str:
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{escaped}"'
+
+
+_LUA_RUNTIME = """package.path = CFG_SOURCEDIR .. "/?.lua;" .. package.path
+package.cpath = CFG_SOURCEDIR .. "/?.so;" .. package.cpath
+require("util.startup").prosodyctl()
+"""
+
+# Each line "user contact": contact@host goes into user's roster with subscription "both".
+_BEFRIEND_MANY = """local host = os.getenv("PUBSUB_CACHE_REGISTER_HOST")
+require("core.storagemanager").initialize_host(host)
+require("core.usermanager").initialize_host(host)
+local rostermanager = require("core.rostermanager")
+local written = 0
+for line in io.lines() do
+\tlocal user, contact = line:match("^(%S+) (%S+)$")
+\tlocal roster = rostermanager.load_roster(user, host)
+\troster[contact .. "@" .. host] = { subscription = "both", groups = {} }
+\tlocal ok, err = rostermanager.save_roster(user, host, roster)
+\tif not ok then
+\t\tio.stderr:write("roster of ", user, "@", host, ": ", tostring(err), "\\n")
+\t\tos.exit(1)
+\tend
+\twritten = written + 1
+end
+print(written)
+"""
