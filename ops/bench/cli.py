@@ -50,15 +50,10 @@ def append(quick: bool, postgres_url: str | None) -> None:
 @_QUICK
 @_POSTGRES
 def project(quick: bool, postgres_url: str | None) -> None:
-    """Projection of XEP-0277 items beside raw parse + upsert and the eventsourcing library."""
+    """Projection of XEP-0277 items beside raw parse + executemany upsert."""
     from .project import run
-    from .report import BenchFailure
 
-    url = postgres_url or os.environ.get("PUBSUB_CACHE_TEST_POSTGRES_URL")
-    try:
-        run(quick=quick, postgres_url=url)
-    except BenchFailure as exc:
-        raise SystemExit(f"bench project FAILED: {exc}") from exc
+    run(quick=quick, postgres_url=postgres_url or os.environ.get("PUBSUB_CACHE_TEST_POSTGRES_URL"))
 
 
 @bench.command()
@@ -156,19 +151,3 @@ def fanout(quick: bool, postgres_url: str | None) -> None:
         run(quick=quick, postgres_url=url)
     except BenchFailure as exc:
         raise SystemExit(f"bench fanout FAILED: {exc}") from exc
-
-
-@bench.command()
-@_QUICK
-@_POSTGRES
-@click.option("--items", type=int, help="Items to store (default: 50,000, or 5,000 with --quick).")
-def disk(quick: bool, postgres_url: str | None, items: int | None) -> None:
-    """Bytes per item on disk (log, items, JSON, full text, keys) beside the logical row."""
-    from .disk import run
-    from .report import BenchFailure
-
-    url = postgres_url or os.environ.get("PUBSUB_CACHE_TEST_POSTGRES_URL")
-    try:
-        run(quick=quick, postgres_url=url, items=items)
-    except BenchFailure as exc:
-        raise SystemExit(f"bench disk FAILED: {exc}") from exc
