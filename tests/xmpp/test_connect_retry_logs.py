@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 
 from pubsub_cache import telemetry
 from pubsub_cache.events.log import EventLog
-from pubsub_cache.ops.metrics import PrometheusTelemetry
+from pubsub_cache.ops.telemetry import PrometheusTelemetry
 from pubsub_cache.projector.analysers import default_registry
 from pubsub_cache.xmpp.backoff import Backoff
 from pubsub_cache.xmpp.directory import ReadModelDirectory
