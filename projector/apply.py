@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict, Unpack
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -50,6 +50,30 @@ OwnsNode = Callable[[NodeKey], bool]
 """Whether a projector applies the events of a node (its partition owns the node)."""
 
 
+class NodeChanges(TypedDict, total=False):
+    """The ``pubsub_node`` columns an event may change, with their types: what
+    :meth:`BatchApplier._update` takes (a misspelt or mistyped column fails ``mypy``)."""
+
+    analyser: str
+    type: str | None
+    subtype: str | None
+    to_sync: bool
+    deleted: bool
+    redirect: str | None
+    sync_state: str
+    sync_reason: str | None
+    sync_at: float
+    sync_id: str | None
+    sync_position: int
+    sync_requested_position: int | None
+    subscription: str
+    subscribed: bool
+    configuration: dict[str, list[str]] | None
+    max_items: int | None
+    notify_retract: bool | None
+    item_order: str
+
+
 @dataclass
 class NodeRow:
     """What the applier keeps in memory about one node of the read model."""
@@ -63,6 +87,10 @@ class NodeRow:
     """How the service lists items (``ServiceOrder``); ``None`` until a sync learned it."""
     max_items: int | None = None
     """The node's configured limit, when its configuration was seen."""
+    most_items: int = 0
+    """At least as many items as the node holds: its ``item_count`` when loaded, plus every
+    item added since (removals are not subtracted, so it stays a bound). A publication on a
+    limited node evicts only when this exceeds the limit: no DELETE on every publication."""
 
 
 class BatchApplier:
@@ -95,7 +123,7 @@ class BatchApplier:
             case ItemsPublished(items=items):
                 node = self._node(event, position, items)
                 for index, item in enumerate(items):
-                    self._items.publish(
+                    node.most_items += self._items.publish(
                         node.id,
                         node.analyser,
                         item,
@@ -105,7 +133,7 @@ class BatchApplier:
                         placement=Placement(rank(position, index), None),
                         service_order=node.item_order,
                     )
-                if node.max_items is not None:
+                if node.max_items is not None and node.most_items > node.max_items:
                     self._evict_beyond(node, node.max_items)
             case SyncPageFetched(items=items, sync_id=sync_id, offset=offset):
                 node = self._node(event, position, items)
@@ -116,7 +144,7 @@ class BatchApplier:
                 )
                 for index in last_places([item.id for item in items]):
                     item = items[index]
-                    self._items.publish(
+                    node.most_items += self._items.publish(
                         node.id,
                         node.analyser,
                         item,
@@ -275,6 +303,7 @@ class BatchApplier:
                 columns.deleted,
                 columns.item_order,
                 columns.max_items,
+                columns.item_count,
             ).where(columns.account == key[0], columns.service == key[1], columns.node == key[2])
         ).first()
         if row is None:
@@ -288,6 +317,7 @@ class BatchApplier:
             bool(row.deleted),
             row.item_order,
             row.max_items,
+            row.item_count,
         )
         self._nodes[key] = node
         return node
@@ -334,7 +364,7 @@ class BatchApplier:
         )
         return self._registry.match(NodeInfo(key[1], key[2], namespace))
 
-    def _update(self, node: NodeRow, **values: Any) -> None:
+    def _update(self, node: NodeRow, **values: Unpack[NodeChanges]) -> None:
         self._connection.execute(
             self._tables.node.update().where(self._tables.node.c.id == node.id).values(**values)
         )
@@ -362,7 +392,7 @@ class BatchApplier:
         )
 
     def _configure(self, node: NodeRow, form: dict[str, list[str]]) -> None:
-        values: dict[str, Any] = {"configuration": form}
+        values: NodeChanges = {"configuration": form}
         if "pubsub#max_items" in form:
             # "max" (the server's own cap) or junk: unknown, left to reconciliation. A lowered
             # limit evicts nothing here: Prosody evicts at once, ejabberd at the next publish,
@@ -402,6 +432,7 @@ class BatchApplier:
         self._items.delete_where(
             sa.and_(item.c.node_id == node.id, item.c.service_rank < newest), nodes=[node.id]
         )
+        node.most_items = limit
 
     def _reconcile(self, node: NodeRow, position: int, listed: list[str], complete: bool) -> None:
         item = self._tables.item

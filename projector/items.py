@@ -91,9 +91,13 @@ class ItemWriter:
         sync_id: str | None,
         placement: Placement,
         service_order: str | None,
-    ) -> None:
+    ) -> bool:
         """Record that ``item`` was published (or listed by sync ``sync_id``) at ``position``,
-        placed in the node's orders by ``placement`` (see :mod:`.ranks`)."""
+        placed in the node's orders by ``placement`` (see :mod:`.ranks`).
+
+        Returns whether the item is new to the table (the node gains a row), which lets the
+        applier bound a node's size without counting it.
+        """
         key = (node_id, item.id)
         if key not in self._known:
             self.prefetch(node_id, [item.id])
@@ -113,9 +117,10 @@ class ItemWriter:
                 touched = self._touched.get(key)
                 synced_by = sync_id or (touched[0] if touched else None)
                 self._touched[key] = [synced_by, *ranks]
-            return
+            return False
         parser = analyser.parser if analyser is not None else None
         columns = parse_columns(item.payload, parser)
+        added = stored is None
         if stored is None:
             stored = Stored(digest, position, when, ranks.creation, ranks.modification)
         else:
@@ -143,6 +148,7 @@ class ItemWriter:
         ]
         self._known[key] = stored
         self._touched.pop(key, None)
+        return added
 
     def retract(self, node_id: int, item_id: str) -> None:
         """Record that the item is gone."""

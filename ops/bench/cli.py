@@ -50,10 +50,15 @@ def append(quick: bool, postgres_url: str | None) -> None:
 @_QUICK
 @_POSTGRES
 def project(quick: bool, postgres_url: str | None) -> None:
-    """Projection of XEP-0277 items beside raw parse + executemany upsert."""
+    """Projection of XEP-0277 items beside raw parse + upsert and the eventsourcing library."""
     from .project import run
+    from .report import BenchFailure
 
-    run(quick=quick, postgres_url=postgres_url or os.environ.get("PUBSUB_CACHE_TEST_POSTGRES_URL"))
+    url = postgres_url or os.environ.get("PUBSUB_CACHE_TEST_POSTGRES_URL")
+    try:
+        run(quick=quick, postgres_url=url)
+    except BenchFailure as exc:
+        raise SystemExit(f"bench project FAILED: {exc}") from exc
 
 
 @bench.command()

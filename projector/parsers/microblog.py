@@ -50,10 +50,11 @@ def parse_xmpp_uri(uri: str) -> tuple[str, dict[str, str]] | None:
     Both are percent-decoded. Whitespace is dropped first: the XEP's own examples wrap long URIs
     across lines. Returns ``None`` when ``uri`` is not an ``xmpp:`` URI.
     """
-    compact = "".join(uri.split())
-    if compact[:5].lower() != "xmpp:":
-        return None
-    rest = compact[5:]
+    if uri[:5].lower() != "xmpp:" or not uri.isprintable() or " " in uri:
+        uri = "".join(uri.split())
+        if uri[:5].lower() != "xmpp:":
+            return None
+    rest = uri[5:]
     if rest.startswith("//"):  # authority form: xmpp://account@host/target
         slash = rest.find("/", 2)
         rest = rest[slash + 1 :] if slash >= 0 else ""
@@ -64,8 +65,13 @@ def parse_xmpp_uri(uri: str) -> tuple[str, dict[str, str]] | None:
     for part in query.split(";")[1:]:
         key, sep, value = part.partition("=")
         if sep:
-            params.setdefault(unquote(key), unquote(value))
-    return unquote(path), params
+            params.setdefault(_unquote(key), _unquote(value))
+    return _unquote(path), params
+
+
+def _unquote(text: str) -> str:
+    # unquote() was a tenth of the projector's time (issue 12): most parts hold no escape.
+    return unquote(text) if "%" in text else text
 
 
 def _all_text(element: etree._Element) -> str:

@@ -1,0 +1,119 @@
+"""``pubsub_item_key`` follows ``pubsub_item`` through every write the projector makes, and a
+database from before migration 0007 (PostgreSQL's statement-level key triggers) upgrades in
+place with its items still searchable (issue 12, point 6).
+
+Key rows are counted here as stored, not joined to their items: a key left behind by a deleted
+item is invisible to a join, and would be found by a search of another item with its id.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from helpers import ACCOUNT, atom, published, purged, retracted
+from pubsub_cache.events.log import EventLog
+from pubsub_cache.migrations import api
+from pubsub_cache.projector.analysers import default_registry
+from pubsub_cache.projector.parsers import SEARCHABLE_PATHS
+from pubsub_cache.projector.runner import Projector
+from pubsub_cache.projector.schema import KEY_BYTES, item_key_select
+from pubsub_cache.query import BlockingQuery, Filter
+
+BLOG = "urn:xmpp:microblog:0"
+
+
+def stored_keys(engine: Engine) -> list[tuple[str, str]]:
+    """Every key row (item id through its item_ref, key, value), orphans included (item NULL)."""
+    with engine.connect() as connection:
+        rows = connection.exec_driver_sql(
+            "SELECT i.item_id, k.key, k.value_text FROM pubsub_item_key AS k "
+            "LEFT JOIN pubsub_item AS i ON i.id = k.item_ref ORDER BY 1, 2, 3"
+        )
+        return [(row[0], f"{row[1]}={row[2]}") for row in rows]
+
+
+def project(engine: Engine) -> None:
+    projector = Projector(engine, registry=default_registry())
+    projector.catch_up()
+    projector.release()
+
+
+def test_the_statement_triggers_derive_the_keys_the_parsers_declare() -> None:
+    migration: Any = importlib.import_module(
+        "pubsub_cache.migrations.versions.0007_statement_key_triggers"
+    )
+    assert (migration.PATHS, migration.KEY_BYTES) == (SEARCHABLE_PATHS, KEY_BYTES)
+    every = item_key_select("postgresql", SEARCHABLE_PATHS, trigger=False)
+    assert migration.select_from("pubsub_item") == every
+    assert migration.select_row() == item_key_select("postgresql", SEARCHABLE_PATHS, trigger=True)
+
+
+def test_keys_follow_the_projectors_upserts_retractions_and_purges(
+    engine: Engine, event_log: EventLog
+) -> None:
+    event_log.append([published("a", node=BLOG, payload=atom("first")), published("b", node=BLOG)])
+    project(engine)
+    assert stored_keys(engine) == [("a", "title=first"), ("b", "title=hi")]
+    # A changed payload is an upsert (INSERT ... ON CONFLICT DO UPDATE): the old key goes.
+    event_log.append([published("a", node=BLOG, payload=atom("second"))])
+    project(engine)
+    assert stored_keys(engine) == [("a", "title=second"), ("b", "title=hi")]
+    event_log.append([retracted("a", node=BLOG)])
+    project(engine)
+    assert stored_keys(engine) == [("b", "title=hi")]
+    event_log.append([purged(node=BLOG)])
+    project(engine)
+    assert stored_keys(engine) == []
+
+
+def test_keys_leave_with_a_deleted_node(engine: Engine, event_log: EventLog) -> None:
+    event_log.append([published(f"i{n}", node=BLOG, payload=atom(f"t{n}")) for n in range(50)])
+    project(engine)
+    assert len(stored_keys(engine)) == 50
+    with engine.begin() as connection:  # its items go by cascade, in one statement
+        connection.exec_driver_sql("DELETE FROM pubsub_node")
+    assert stored_keys(engine) == []
+
+
+def test_a_database_before_0007_upgrades_in_place_and_stays_searchable(
+    bare_engine: Engine,
+) -> None:
+    api.upgrade(bare_engine, "0006")
+    log = EventLog(bare_engine)
+    try:
+        log.append([published(f"p{n}", node=BLOG, payload=atom(f"old {n}")) for n in range(20)])
+        project(bare_engine)
+        api.upgrade(bare_engine)
+        assert api.current_revision(bare_engine) == api.head_revision()
+        with BlockingQuery.open(bare_engine) as query:
+            assert query.search(ACCOUNT, filters=[Filter("title", "eq", "old 7")]).total == 1
+            assert query.search(ACCOUNT, text="old", limit=100).total == 20
+        # Written after the upgrade: the new triggers keep the keys.
+        log.append([published("p7", node=BLOG, payload=atom("new 7"))])
+        project(bare_engine)
+        with BlockingQuery.open(bare_engine) as query:
+            assert query.search(ACCOUNT, filters=[Filter("title", "eq", "old 7")]).total == 0
+            assert query.search(ACCOUNT, filters=[Filter("title", "eq", "new 7")]).total == 1
+        assert len(stored_keys(bare_engine)) == 20
+        if bare_engine.dialect.name == "postgresql":
+            assert _row_triggers(bare_engine) == []
+    finally:
+        log.close()
+
+
+def _row_triggers(engine: Engine) -> list[str]:
+    with engine.connect() as connection:
+        return list(
+            connection.execute(
+                sa.text(
+                    "SELECT trigger_name FROM information_schema.triggers "
+                    "WHERE event_object_table = 'pubsub_item' AND action_orientation = 'ROW' "
+                    "AND trigger_name LIKE 'pubsub_item_key%' "
+                    "AND event_object_schema = current_schema()"
+                )
+            ).scalars()
+        )
