@@ -157,6 +157,24 @@ def test_filters_combine_with_node_columns_and_publication_time(search: Blocking
     assert found(search, published_after=after, published_before=before) == ["p3", "p4"]
 
 
+def test_a_node_filter_given_several_values_keeps_items_matching_any(
+    search: BlockingQuery,
+) -> None:
+    everything = ["p1", "p2", "p3", "p4", "p5", "t1"]
+    assert found(search, type=["blog", "tune"]) == everything
+    assert found(search, type=["tune", "nothing"]) == ["t1"]
+    assert found(search, node=["tunes", "blog"], type=["tune"]) == ["t1"]
+    assert found(search, subtype=["post"], service=[SERVICE, "elsewhere"]) == everything[:5]
+    # With an indexed filter and with full text (SQLite then starts from the index).
+    assert found(search, Filter("author.name", "eq", "Juliet"), type=["tune", "blog"]) == ["p1"]
+    assert found(search, text="romeo", type=["blog", "tune"]) == ["t1"]
+    assert found(search, Filter("rating", "eq", 5), type=("blog", "tune")) == ["p1", "t1"]
+    with pytest.raises(InvalidQuery, match="type takes a string or 1 to 100 strings"):
+        found(search, type=[])
+    with pytest.raises(InvalidQuery, match="node takes"):
+        found(search, node=["blog", 5])
+
+
 def test_full_text_finds_every_word_and_takes_query_syntax_literally(
     search: BlockingQuery,
 ) -> None:
@@ -183,6 +201,7 @@ def test_orders_by_name_or_path_page_with_a_total(search: BlockingQuery) -> None
     assert order("-rating") == ["p4", "p1", "t1", "p2", "p3", "p5"]
     assert order("title", type="blog") == ["p3", "p2", "p1", "p4", "p5"]
     assert order("tags[0]", "-title", type="blog") == ["p3", "p1", "p2", "p4", "p5"]
+    assert order("-creation", "title", type=["blog", "tune"])[:2] == ["t1", "p5"]
     page = search.search(ACCOUNT, order_by="creation", limit=2, offset=3)
     assert [hit.item.id for hit in page.hits] == ["p4", "p5"]
     assert (page.total, page.limit, page.offset) == (6, 2, 3)
