@@ -164,6 +164,11 @@ def test_parked_commands_filter_by_account_and_drop_asks(
     assert status == 0
     assert "dropped 2" in stdout
     assert listed() == positions[:1]
+    retried = run("parked", "retry", "--account", JULIET, "--json", env=env)
+    assert json.loads(retried.stdout) == {"applied": 0, "still_parked": 0}  # none of juliet's
+    retried = run("parked", "retry", "--account", ACCOUNT, "--json", env=env)
+    assert json.loads(retried.stdout) == {"applied": 1, "still_parked": 0}
+    assert listed() == []
 
 
 def _purge_and_project(engine: Engine, url: str, *options: str) -> set[str]:
