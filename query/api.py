@@ -146,8 +146,12 @@ class Query:
             rsm=rsm,
             order_by=order_by,
         )
-        if answer.page is not None and source == "auto":
-            return answer.page
+        if answer.page is not None:
+            if source == "auto":
+                return answer.page
+            from .cache import CacheAnswer  # loaded already by .core: no import cost
+
+            answer = CacheAnswer(answer.node, None, "a live read was asked for")
         return await self._core.live_items(
             self.client,
             answer,

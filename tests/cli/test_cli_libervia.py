@@ -12,12 +12,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from query_helpers import ReadModelRows
+from query_helpers import FakeService, ReadModelRows
 from sqlalchemy.engine import Engine
 
 from helpers import ACCOUNT, NODE, SERVICE, atom
+from pubsub_cache.events import Item
 from pubsub_cache.ops.prosody import LocalProsody
 from pubsub_cache.projector.schema import pubsub_item
+from pubsub_cache.query import InvalidQuery, NotCached, Query
 from pubsub_cache.xmpp.client import PubsubClient
 from xmpp_fixtures import NewAccount
 
@@ -232,3 +234,22 @@ async def test_no_cache_reads_live_with_the_accounts_own_credentials_from_the_ac
     other = environment(database_url, jid="nobody@localhost")
     error = one_line(run("get", service, node_name, "--no-cache", env=other))
     assert "--no-cache reads live, and nobody@localhost has no password configured" in error
+
+
+@pytest.mark.anyio
+async def test_the_query_library_reads_live_when_asked_even_for_a_synced_node(
+    engine: Engine,
+) -> None:
+    rows = ReadModelRows(engine)
+    rows.item(rows.node(NODE), "stale")
+    fresh = Item(id="fresh", publisher=SERVICE, payload="<p xmlns='urn:test'>fresh</p>")
+    async with Query.open(engine, client=FakeService(items=[fresh])) as query:
+        cached = await query.get_items(ACCOUNT, SERVICE, NODE)
+        live = await query.get_items(ACCOUNT, SERVICE, NODE, source="live")
+        with pytest.raises(InvalidQuery, match="source is one of auto, live"):
+            await query.get_items(ACCOUNT, SERVICE, NODE, source="cache")  # type: ignore[arg-type]
+    assert ([item.id for item in cached.items], cached.from_cache) == (["stale"], True)
+    assert ([item.id for item in live.items], live.from_cache) == (["fresh"], False)
+    async with Query.open(engine) as query:  # no session to read live with
+        with pytest.raises(NotCached, match="a live read was asked for"):
+            await query.get_items(ACCOUNT, SERVICE, NODE, source="live")
