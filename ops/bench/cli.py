@@ -156,3 +156,19 @@ def fanout(quick: bool, postgres_url: str | None) -> None:
         run(quick=quick, postgres_url=url)
     except BenchFailure as exc:
         raise SystemExit(f"bench fanout FAILED: {exc}") from exc
+
+
+@bench.command()
+@_QUICK
+@_POSTGRES
+@click.option("--items", type=int, help="Items to store (default: 50,000, or 5,000 with --quick).")
+def disk(quick: bool, postgres_url: str | None, items: int | None) -> None:
+    """Bytes per item on disk (log, items, JSON, full text, keys) beside the logical row."""
+    from .disk import run
+    from .report import BenchFailure
+
+    url = postgres_url or os.environ.get("PUBSUB_CACHE_TEST_POSTGRES_URL")
+    try:
+        run(quick=quick, postgres_url=url, items=items)
+    except BenchFailure as exc:
+        raise SystemExit(f"bench disk FAILED: {exc}") from exc

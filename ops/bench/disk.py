@@ -1,0 +1,191 @@
+"""``pubsub-cache bench disk``: what one cached item costs on disk, part by part.
+
+N realistic XEP-0277 items (``payloads.py``, ~800-byte Atom entries, over a few nodes) are
+appended and projected; then each part of the database is measured in bytes per item: the
+event log, the item table (with its B-tree indexes), the parsed JSON inside it, the full-text
+index, the search key table. The reference is the *logical row*: the bytes of the values one
+item row holds (payload, JSON, text, ids, numbers), what a bare file of rows would take. The
+ratio is the read model's stored bytes per item (items, full text, keys) over that.
+
+Sizes are what the engines report, taken as they are after the projection: SQLite's ``dbstat``
+(pages of each table and index, free space in them included), PostgreSQL's relation sizes after
+a ``VACUUM`` (TOAST and indexes included).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import Connection, Engine
+
+from pubsub_cache.events.db import create_engine
+from pubsub_cache.events.log import EventLog
+from pubsub_cache.migrations.api import ensure_schema
+from pubsub_cache.ops.bench.payloads import publish_events
+from pubsub_cache.ops.bench.report import BenchFailure, print_ratio, print_table
+from pubsub_cache.ops.scratch import scratch_postgres, sqlite_url
+from pubsub_cache.projector.analysers import default_registry
+from pubsub_cache.projector.runner import Projector
+
+TARGET = 1.3
+NODES = 4
+
+#: The item row's values as a plain file of rows would hold them: text as UTF-8, the JSON as
+#: its compact text, each number in 8 bytes (ids, positions, ranks, times).
+_TEXTS = (
+    "item_id", "publisher", "payload", "parsed", "parse_error", "parser", "text",
+    "payload_hash", "synced_by",
+)  # fmt: skip
+_NUMBERS = 11
+
+
+@dataclass(frozen=True)
+class DiskUse:
+    """Bytes per item of each part, and the logical row's."""
+
+    log: float
+    items: float
+    """The item table and its B-tree indexes (JSON and text included)."""
+    json: float
+    """The parsed JSON as stored, inside ``items``."""
+    text: float
+    """The full-text index (SQLite FTS5 tables; PostgreSQL's stored tsvector and its GIN)."""
+    keys: float
+    """``pubsub_item_key`` and its indexes."""
+    logical: float
+
+    @property
+    def stored(self) -> float:
+        """The read model's bytes per item: items, full text and keys (tsvector counted once)."""
+        return self.items + self.text + self.keys
+
+    @property
+    def ratio(self) -> float:
+        """Stored bytes per item over the logical row's."""
+        return self.stored / self.logical
+
+
+def run(*, quick: bool, postgres_url: str | None, items: int | None = None) -> list[DiskUse]:
+    """Fill and measure SQLite (and PostgreSQL); print the table and one ratio line each."""
+    count = items or (5_000 if quick else 50_000)
+    results: list[tuple[str, DiskUse]] = []
+    with tempfile.TemporaryDirectory(prefix="pubsub-cache-bench-") as folder:
+        results.append(("sqlite", _measure(sqlite_url(Path(folder) / "disk.sqlite3"), count)))
+    if postgres_url:
+        with scratch_postgres(postgres_url, prefix="bench") as url:
+            results.append(("postgresql", _measure(url, count)))
+    headers = ["database", "items", "log", "items+idx", "json", "full text", "keys", "logical"]
+    rows: list[list[object]] = []
+    for name, use in results:
+        parts = (use.log, use.items, use.json, use.text, use.keys, use.logical, use.stored)
+        rows.append([name, count, *(f"{part:,.0f}" for part in parts)])
+    print_table([*headers, "stored"], rows)
+    print("(bytes per item; stored = items+idx + full text + keys)")
+    for name, use in results:
+        print_ratio(use.ratio, TARGET, name)
+    return [use for _, use in results]
+
+
+def _measure(url: str, count: int) -> DiskUse:
+    engine = create_engine(url)
+    try:
+        ensure_schema(engine)
+        log = EventLog(engine)
+        try:
+            per_node = -(-count // NODES)
+            for number in range(NODES):
+                start = number * per_node
+                size = min(per_node, count - start)
+                for offset in range(0, size, 5_000):
+                    log.append(
+                        publish_events(
+                            min(5_000, size - offset),
+                            start=start + offset,
+                            node=f"urn:xmpp:microblog:0:{number}",
+                        )
+                    )
+        finally:
+            log.close()
+        projector = Projector(engine, registry=default_registry(), batch_size=500)
+        projector.catch_up()
+        projector.release()
+        _check(engine, count)
+        if engine.dialect.name == "sqlite":
+            return _sqlite_use(engine, count)
+        return _postgres_use(engine, count)
+    finally:
+        engine.dispose()
+
+
+def _check(engine: Engine, count: int) -> None:
+    with engine.connect() as connection:
+        stored = connection.exec_driver_sql(
+            "SELECT count(*) FROM pubsub_item WHERE parsed IS NOT NULL AND text IS NOT NULL"
+        ).scalar_one()
+    if stored != count:
+        raise BenchFailure(f"the projector stored {stored} parsed items of {count}")
+
+
+def _octets(dialect: str, column: str) -> str:
+    # SQLite 3.40 has no octet_length; the length of a BLOB is its bytes.
+    if dialect == "sqlite":
+        return f"length(CAST({column} AS BLOB))"
+    return f"octet_length({column}{'::text' if column == 'parsed' else ''})"
+
+
+def _logical(connection: Connection) -> float:
+    dialect = connection.dialect.name
+    values = " + ".join(f"coalesce({_octets(dialect, name)}, 0)" for name in _TEXTS)
+    sql = f"SELECT avg({values} + {8 * _NUMBERS}) FROM pubsub_item"
+    return float(connection.exec_driver_sql(sql).scalar_one())
+
+
+def _sqlite_use(engine: Engine, count: int) -> DiskUse:
+    with engine.connect() as connection:
+        pages: dict[str, int] = dict(
+            connection.exec_driver_sql("SELECT name, sum(pgsize) FROM dbstat GROUP BY name").all()
+        )
+        owners: dict[str, str] = dict(
+            connection.exec_driver_sql(
+                "SELECT name, tbl_name FROM sqlite_schema WHERE type IN ('table', 'index')"
+            ).all()
+        )
+        json = connection.exec_driver_sql(
+            "SELECT avg(length(CAST(parsed AS BLOB))) FROM pubsub_item"
+        ).scalar_one()
+        logical = _logical(connection)
+
+    def of(table: str) -> float:
+        return sum(size for name, size in pages.items() if owners.get(name) == table) / count
+
+    fts = sum(size for name, size in pages.items() if name.startswith("pubsub_item_fts"))
+    return DiskUse(
+        log=of("event"),
+        items=of("pubsub_item"),
+        json=float(json),
+        text=fts / count,
+        keys=of("pubsub_item_key"),
+        logical=logical,
+    )
+
+
+def _postgres_use(engine: Engine, count: int) -> DiskUse:
+    with engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM")
+
+        def size(sql: str) -> float:
+            return float(connection.exec_driver_sql(sql).scalar_one() or 0) / count
+
+        items = size("SELECT pg_total_relation_size('pubsub_item')")
+        gin = size("SELECT pg_relation_size('ix_pubsub_item_search')")
+        vector = size("SELECT sum(pg_column_size(search_vector)) FROM pubsub_item")
+        return DiskUse(
+            log=size("SELECT pg_total_relation_size('event')"),
+            items=items - gin - vector,
+            json=size("SELECT sum(pg_column_size(parsed)) FROM pubsub_item"),
+            text=gin + vector,
+            keys=size("SELECT pg_total_relation_size('pubsub_item_key')"),
+            logical=_logical(connection),
+        )
