@@ -211,34 +211,12 @@ class LocalProsody(ServerLifecycle):
         Prosody's own code (``util.prosodyctl.adduser``: the same stringprep, SCRAM hashing and
         account files): 200 accounts in about 0.6 s here. Works whether or not the server runs.
         """
-        names = list(users)
-        for user in names:
-            if not user or any(char.isspace() for char in user):
-                raise ValueError(f"a user name for register_many has no spaces: {user!r}")
+        names = _user_names(users)
         if not names:
             return []
-        interpreter, settings = _prosodyctl_runtime()
-        script = self.workdir / "register_many.lua"
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        script.write_text(_register_many_script(settings))
-        result = subprocess.run(
-            [interpreter, str(script), "--config", str(self.config)],
-            input="".join(f"{user}\n" for user in names),
-            cwd=self.workdir,
-            # The password goes through the environment: never on a command line (ps shows it).
-            env={
-                **self.environment(),
-                "PUBSUB_CACHE_REGISTER_HOST": self.domain,
-                "PUBSUB_CACHE_REGISTER_PASSWORD": password,
-            },
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0 or result.stdout.strip() != str(len(names)):
-            shown = f"register_many ({len(names)} users on {self.domain})"
-            output = result.stdout + result.stderr
-            raise ProsodyCommandFailed(shown, returncode=result.returncode, output=output)
+        # The password goes through the environment: never on a command line (ps shows it).
+        secret = {"PUBSUB_CACHE_REGISTER_PASSWORD": password}
+        self._run_lua("register_many", _REGISTER_MANY, "".join(f"{u}\n" for u in names), secret)
         return [self.jid(user) for user in names]
 
     def befriend_many(self, user: str, contacts: Sequence[str]) -> None:
@@ -246,12 +224,17 @@ class LocalProsody(ServerLifecycle):
         (presence subscription ``both`` in both rosters), as accepted subscription requests
         would, in one Lua process: contacts get ``user``'s PEP notifications. Only for accounts
         that are offline now: the server keeps an online session's roster in memory."""
-        if not contacts:
+        [user], others = _user_names([user]), _user_names(contacts)
+        if not others:
             return
-        lines = "".join(f"{user} {contact}\n{contact} {user}\n" for contact in contacts)
-        self._run_lua("befriend_many", _BEFRIEND_MANY, lines, expected=2 * len(contacts))
+        lines = "".join(f"{user} {contact}\n{contact} {user}\n" for contact in others)
+        self._run_lua("befriend_many", _BEFRIEND_MANY, lines)
 
-    def _run_lua(self, name: str, body: str, lines: str, *, expected: int) -> None:
+    def _run_lua(
+        self, name: str, body: str, lines: str, environment: dict[str, str] | None = None
+    ) -> None:
+        """Run ``body`` in Prosody's runtime (as prosodyctl starts it) with ``lines`` on its
+        stdin; it must print how many lines it handled."""
         interpreter, settings = _prosodyctl_runtime()
         self.workdir.mkdir(parents=True, exist_ok=True)
         script = self.workdir / f"{name}.lua"
@@ -261,14 +244,19 @@ class LocalProsody(ServerLifecycle):
             [interpreter, str(script), "--config", str(self.config)],
             input=lines,
             cwd=self.workdir,
-            env={**self.environment(), "PUBSUB_CACHE_REGISTER_HOST": self.domain},
+            env={
+                **self.environment(),
+                "PUBSUB_CACHE_REGISTER_HOST": self.domain,
+                **(environment or {}),
+            },
             capture_output=True,
             text=True,
             check=False,
         )
-        if result.returncode != 0 or result.stdout.strip() != str(expected):
+        if result.returncode != 0 or result.stdout.strip() != str(lines.count("\n")):
+            shown = f"{name} ({lines.count(chr(10))} lines on {self.domain})"
             output = result.stdout + result.stderr
-            raise ProsodyCommandFailed(name, returncode=result.returncode, output=output)
+            raise ProsodyCommandFailed(shown, returncode=result.returncode, output=output)
 
     def log_tail(self, lines: int = 30) -> str:
         """The last ``lines`` of Prosody's log (and of its console output)."""
@@ -307,18 +295,8 @@ def _prosodyctl_runtime() -> tuple[str, dict[str, str]]:
     return interpreter, settings
 
 
-def _register_many_script(settings: dict[str, str]) -> str:
-    """A Lua program: start Prosody's runtime as prosodyctl does, then add each user on stdin.
-
-    Prints how many accounts it created; on the first failure, names the user and exits 1.
-    """
-    assignments = "".join(f"{name} = {_lua_string(value)}\n" for name, value in settings.items())
-    return (
-        assignments
-        + """package.path = CFG_SOURCEDIR .. "/?.lua;" .. package.path
-package.cpath = CFG_SOURCEDIR .. "/?.so;" .. package.cpath
-require("util.startup").prosodyctl()
-local adduser = require("util.prosodyctl").adduser
+# Each line a user name: the account is created (or its password reset) by prosodyctl's code.
+_REGISTER_MANY = """local adduser = require("util.prosodyctl").adduser
 local host = os.getenv("PUBSUB_CACHE_REGISTER_HOST")
 local password = os.getenv("PUBSUB_CACHE_REGISTER_PASSWORD")
 local created = 0
@@ -332,7 +310,15 @@ for user in io.lines() do
 end
 print(created)
 """
-    )
+
+
+def _user_names(users: Sequence[str]) -> list[str]:
+    # One per line to the Lua scripts, which split on white space.
+    names = list(users)
+    for user in names:
+        if not user or any(char.isspace() for char in user):
+            raise ValueError(f"a user name must be non-empty and without spaces: {user!r}")
+    return names
 
 
 def _lua_string(value: str) -> str:
