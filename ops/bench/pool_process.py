@@ -21,9 +21,6 @@ from multiprocessing.connection import Connection
 import anyio
 import anyio.to_thread
 
-#: Daemon defaults, but sync requests are picked up quickly (the bench asks for 200 at once).
-REQUEST_POLL = 0.2
-
 
 @dataclass(frozen=True)
 class Connected:
@@ -85,7 +82,7 @@ async def _serve(
         for jid, password in pairs
     ]
     engine = create_engine(url)
-    options = IngestOptions(request_poll=REQUEST_POLL)
+    options = IngestOptions()  # the daemon's defaults: what a deployment pays per account
     try:
         async with anyio.create_task_group() as group:
             daemon = functools.partial(serve_accounts, engine, [], signals=False, options=options)
