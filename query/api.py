@@ -28,15 +28,14 @@ import threading
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import anyio
 import anyio.to_thread
 
 from pubsub_cache.events.db import is_sqlite
 
-from .core import Database, QueryCore
-from .errors import InvalidQuery
+from .core import Database, QueryCore, Source, check_source, for_source
 from .model import NodeState, Page, PageItem, RsmRequest, SearchResult
 from .nodes import LIVE_PROJECTOR, list_nodes, node_state
 
@@ -53,10 +52,6 @@ if TYPE_CHECKING:
     from .watch import Change
 
 T = TypeVar("T")
-
-Source = Literal["auto", "live"]
-"""Where ``get_items`` reads: ``auto`` (the cache when it can answer, else live) or ``live``."""
-SOURCES: tuple[Source, ...] = ("auto", "live")
 
 #: Seconds a change feed waits in a worker thread before it looks again.
 WATCH_SLICE = 1.0
@@ -135,8 +130,7 @@ class Query:
         are in (a live read can only give the service's). ``source="live"`` reads live even
         when the cache could answer (Libervia's ``--no-cache``).
         """
-        if source not in SOURCES:
-            raise InvalidQuery(f"source is one of {', '.join(SOURCES)}, got {source!r}")
+        check_source(source)
         answer = await self.cached_items(
             account,
             service,
@@ -146,12 +140,9 @@ class Query:
             rsm=rsm,
             order_by=order_by,
         )
+        answer = for_source(answer, source)
         if answer.page is not None:
-            if source == "auto":
-                return answer.page
-            from .cache import CacheAnswer  # loaded already by .core: no import cost
-
-            answer = CacheAnswer(answer.node, None, "a live read was asked for")
+            return answer.page
         return await self._core.live_items(
             self.client,
             answer,

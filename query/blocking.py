@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy.engine import Engine
 
 from .api import WATCH_SLICE, as_pubsub_client
-from .core import Database, QueryCore
+from .core import Database, QueryCore, Source, check_source, for_source
 from .model import NodeState, Page, PageItem, RsmRequest, SearchResult
 from .nodes import LIVE_PROJECTOR, list_nodes, node_state
 from .rows import NodeRow
@@ -110,8 +110,10 @@ class BlockingQuery:
         max_items: int | None = None,
         rsm: RsmRequest | None = None,
         order_by: str = "service",
+        source: Source = "auto",
     ) -> Page:
         """As :meth:`Query.get_items <pubsub_cache.query.api.Query.get_items>`."""
+        check_source(source)
         request: dict[str, Any] = {
             "item_ids": item_ids,
             "max_items": max_items,
@@ -119,7 +121,7 @@ class BlockingQuery:
             "order_by": order_by,
         }
         core = self._core
-        answer = core.cached_items(account, service, node, **request)
+        answer = for_source(core.cached_items(account, service, node, **request), source)
         if answer.page is not None:
             return answer.page
         read = functools.partial(

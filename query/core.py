@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import anyio
 import anyio.to_thread
@@ -31,6 +31,25 @@ from .errors import InvalidOrder, InvalidQuery, NotCached, ProjectionTimeout
 from .model import ORDERS, Order, Page, PageItem, RsmRequest
 from .nodes import LIVE_PROJECTOR, checkpoint_position, configured_max_items, node_state
 from .rows import NodeRow
+
+#: Where a read may come from: ``auto`` (the cache when it can answer, else live) or ``live``
+#: (always from the service, Libervia's ``--no-cache``).
+Source = Literal["auto", "live"]
+SOURCES: tuple[Source, ...] = ("auto", "live")
+
+
+def check_source(source: str) -> None:
+    """Refuse a ``source`` that is not one of :data:`SOURCES`."""
+    if source not in SOURCES:
+        raise InvalidQuery(f"source is one of {', '.join(SOURCES)}, got {source!r}")
+
+
+def for_source(answer: CacheAnswer, source: Source) -> CacheAnswer:
+    """``answer`` as the read must take it: a cached page is set aside when ``source`` is live."""
+    if answer.page is None or source == "auto":
+        return answer
+    return CacheAnswer(answer.node, None, "a live read was asked for")
+
 
 if TYPE_CHECKING:
     from pubsub_cache.projector.analysers import AnalyserRegistry

@@ -9,7 +9,10 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import cast
 
 import pytest
 from query_helpers import FakeService, ReadModelRows
@@ -19,7 +22,7 @@ from helpers import ACCOUNT, NODE, SERVICE, atom
 from pubsub_cache.events import Item
 from pubsub_cache.ops.prosody import LocalProsody
 from pubsub_cache.projector.schema import pubsub_item
-from pubsub_cache.query import InvalidQuery, NotCached, Query
+from pubsub_cache.query import BlockingQuery, InvalidQuery, NotCached, Query
 from pubsub_cache.xmpp.client import PubsubClient
 from xmpp_fixtures import NewAccount
 
@@ -253,3 +256,21 @@ async def test_the_query_library_reads_live_when_asked_even_for_a_synced_node(
     async with Query.open(engine) as query:  # no session to read live with
         with pytest.raises(NotCached, match="a live read was asked for"):
             await query.get_items(ACCOUNT, SERVICE, NODE, source="live")
+
+
+def test_the_blocking_query_reads_live_when_asked_even_for_a_synced_node(engine: Engine) -> None:
+    rows = ReadModelRows(engine)
+    rows.item(rows.node(NODE), "stale")
+    fresh = Item(id="fresh", publisher=SERVICE, payload="<p xmlns='urn:test'>fresh</p>")
+
+    @asynccontextmanager
+    async def connect() -> AsyncIterator[PubsubClient]:
+        yield cast(PubsubClient, FakeService(items=[fresh]))
+
+    with BlockingQuery.open(engine, connect=connect) as query:
+        cached = query.get_items(ACCOUNT, SERVICE, NODE)
+        live = query.get_items(ACCOUNT, SERVICE, NODE, source="live")
+        with pytest.raises(InvalidQuery, match="source is one of auto, live"):
+            query.get_items(ACCOUNT, SERVICE, NODE, source="cache")  # type: ignore[arg-type]
+    assert ([item.id for item in cached.items], cached.from_cache) == (["stale"], True)
+    assert ([item.id for item in live.items], live.from_cache) == (["fresh"], False)
