@@ -16,20 +16,21 @@ Orders: see :mod:`.rows`; other request shapes: :mod:`.pages`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from pubsub_cache.projector.schema import pubsub_item, pubsub_node
 
+from .cache_rows import ItemFields, NodeFields, NodeItemFields
 from .connections import KeptConnections
 from .errors import InvalidQuery, RsmItemNotFound
 from .model import Order, Page, PageItem, RsmRequest
 from .pages import PageReader, partial_answer
-from .rows import NODE_COLUMNS, NODE_WIDTH, ORDER_KEYS, NodeRow, item_columns, node_row, to_item
+from .rows import NODE_COLUMNS, ORDER_KEYS, NodeRow, item_columns
 from .rsm import result_for
 
 _item = pubsub_item.c
@@ -48,31 +49,41 @@ class CacheAnswer:
     reason: str | None = None
 
 
-class _Compiled:
-    """A Core statement compiled once for one dialect, run on a raw DB-API cursor."""
+R = TypeVar("R", NodeFields, ItemFields, NodeItemFields)
+DriverParameters = tuple[object, ...] | dict[str, object]
 
-    def __init__(self, statement: sa.ClauseElement, engine: Engine) -> None:
-        compiled: Any = statement.compile(dialect=engine.dialect)
+
+class _Compiled(Generic[R]):
+    """A Core statement compiled once for one dialect, run on a raw DB-API cursor; its rows
+    have the fields of ``shape`` (checked against the statement's columns when compiled)."""
+
+    def __init__(self, statement: sa.Select[Any], engine: Engine, shape: type[R]) -> None:
+        columns = tuple(statement.selected_columns.keys())
+        if columns != shape._fields:
+            raise AssertionError(f"{shape.__name__} has {shape._fields}, the query {columns}")
+        self.shape: type[R] = shape
+        compiled = statement.compile(dialect=engine.dialect)
         self.sql: str = compiled.string
-        self.defaults: dict[str, Any] = {
+        self.defaults: dict[str, object] = {
             name: bind.effective_value for name, bind in compiled.binds.items() if not bind.required
         }
         self.order: Sequence[str] | None = compiled.positiontup if compiled.positional else None
 
-    def values(self, **params: Any) -> Any:
+    def values(self, **params: object) -> DriverParameters:
         """The parameters in the form the driver takes (a tuple for ``?``, else a dict)."""
         values = {**self.defaults, **params}
         return values if self.order is None else tuple(values[name] for name in self.order)
 
-    def rows(self, connections: KeptConnections, **params: Any) -> list[Any]:
+    def rows(self, connections: KeptConnections, **params: object) -> list[R]:
         """Run on a kept connection; return every row."""
         values = self.values(**params)
+        make = self.shape._make
 
-        def read(connection: Any) -> list[Any]:
+        def read(connection: Any) -> list[R]:
             cursor = connection.cursor()
             try:
                 cursor.execute(self.sql, values)
-                return list(cursor.fetchall())
+                return [make(row) for row in cursor.fetchall()]
             finally:
                 cursor.close()
 
@@ -86,7 +97,7 @@ class CacheReader:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._columns = item_columns(self.dialect)
-        self._compiled: dict[object, _Compiled] = {}
+        self._compiled: dict[object, _Compiled[Any]] = {}
         self._connections = KeptConnections(engine)
 
     def close(self) -> None:
@@ -125,7 +136,7 @@ class CacheReader:
             ).first()
             if found is None:
                 return CacheAnswer(None, None, "never seen by this account")
-            row = node_row(found)
+            row = NodeFields._make(found).node()
             if row.sync_state not in ("COMPLETED", "PARTIAL"):
                 return CacheAnswer(row, None, _unsynced(row))
             reader = PageReader(connection, self._columns, row, order, service, node)
@@ -152,16 +163,13 @@ class CacheReader:
         self, account: str, service: str, node: str, item_id: str
     ) -> tuple[NodeRow | None, PageItem | None]:
         """The node's row and the cached item (``None`` when absent)."""
-        one = self._statement("item", self._one_item)
+        one = self._statement("item", NodeItemFields, self._one_item)
         rows = one.rows(
             self._connections, account=account, service=service, node=node, item_id=item_id
         )
         if not rows:
             return None, None
-        first = rows[0]
-        return node_row(first), (
-            to_item(first, NODE_WIDTH) if first[NODE_WIDTH] is not None else None
-        )
+        return rows[0].node(), rows[0].item()
 
     def _end(
         self, order: Order, descending: bool, account: str, service: str, node: str, limit: int
@@ -170,21 +178,25 @@ class CacheReader:
         key = (account, service, node)
         if self.dialect != "sqlite":
             # One round trip: the node's columns ride along on every item row.
-            joined = self._statement(("joined", order, descending), self._joined_end)
+            joined = self._statement(
+                ("joined", order, descending), NodeItemFields, self._joined_end, order, descending
+            )
             rows = joined.rows(
                 self._connections, account=key[0], service=key[1], node=key[2], limit=limit
             )
             if not rows:
                 return None, []
-            return node_row(rows[0]), [
-                to_item(r, NODE_WIDTH) for r in rows if r[NODE_WIDTH] is not None
-            ]
+            return rows[0].node(), [item for row in rows if (item := row.item()) is not None]
         # SQLite: two statements in one read transaction beat one join, whose node columns
         # would be built again as Python objects for every row.
-        find = self._statement("node", self._find_node)
-        items = self._statement(("items", order, descending), self._items_of_node)
+        find = self._statement("node", NodeFields, self._find_node)
+        items = self._statement(
+            ("items", order, descending), ItemFields, self._items_of_node, order, descending
+        )
         node_values = find.values(account=key[0], service=key[1], node=key[2])
 
+        # The item rows become PageItems straight from the driver's tuples: ItemFields is their
+        # shape (checked when compiled), in PageItem's order; no row object in between.
         def read(connection: Any) -> tuple[Any, list[Any]]:
             cursor = connection.cursor()
             try:
@@ -200,23 +212,23 @@ class CacheReader:
             finally:
                 cursor.close()
 
-        found, rows = self._connections.run(read)
+        found, item_rows = self._connections.run(read)
         if found is None:
             return None, []
-        return node_row(found), [PageItem(*r) for r in rows]
+        return NodeFields._make(found).node(), [PageItem(*r) for r in item_rows]
 
-    def _statement(self, key: object, build: Any) -> _Compiled:
-        compiled = self._compiled.get(key)
+    def _statement(
+        self, key: object, shape: type[R], build: Callable[..., sa.Select[Any]], *args: object
+    ) -> _Compiled[R]:
+        compiled: _Compiled[R] | None = self._compiled.get(key)
         if compiled is None:
-            compiled = self._compiled[key] = _Compiled(
-                build(*key[1:]) if isinstance(key, tuple) else build(), self.engine
-            )
+            compiled = self._compiled[key] = _Compiled(build(*args), self.engine, shape)
         return compiled
 
-    def _find_node(self) -> sa.ClauseElement:
+    def _find_node(self) -> sa.Select[Any]:
         return sa.select(*NODE_COLUMNS).where(*_node_key())
 
-    def _items_of_node(self, order: Order, descending: bool) -> sa.ClauseElement:
+    def _items_of_node(self, order: Order, descending: bool) -> sa.Select[Any]:
         keys = ORDER_KEYS[order]
         return (
             sa.select(*self._columns)
@@ -225,7 +237,7 @@ class CacheReader:
             .limit(sa.bindparam("limit"))
         )
 
-    def _joined_end(self, order: Order, descending: bool) -> sa.ClauseElement:
+    def _joined_end(self, order: Order, descending: bool) -> sa.Select[Any]:
         # LATERAL, so that PostgreSQL reads the newest items down the node's index: with a
         # plain outer join and ORDER BY ... LIMIT on the join it sorts the whole node.
         keys = ORDER_KEYS[order]
@@ -241,7 +253,9 @@ class CacheReader:
             .lateral("newest")
         )
         columns = [
-            sa.cast(newest.c.parsed, sa.Text) if column.name == "parsed" else newest.c[column.name]
+            sa.cast(newest.c.parsed, sa.Text).label("parsed")
+            if column.name == "parsed"
+            else newest.c[column.name]
             for column in self._columns
         ]
         order_by = [newest.c[key.name] for key in ranked]
@@ -252,7 +266,7 @@ class CacheReader:
             .order_by(*(key.desc() if descending else key.asc() for key in order_by))
         )
 
-    def _one_item(self) -> sa.ClauseElement:
+    def _one_item(self) -> sa.Select[Any]:
         joined = pubsub_node.outerjoin(
             pubsub_item,
             sa.and_(_item.node_id == _node.id, _item.item_id == sa.bindparam("item_id")),
