@@ -156,7 +156,7 @@ def status(app: AppContext, as_json: bool) -> None:
         reason = f" ({account.reason})" if account.reason else ""
         click.echo(
             f"account {account.account}: {account.state}{reason} "
-            f"for {max(0.0, now - account.since):.0f} s"
+            f"for {max(0.0, now - account.since):.0f} s, by {account.owner}"
         )
 
 

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 
 from helpers import published
 from pubsub_cache.events.log import EventLog
-from pubsub_cache.projector.schema import ingest_account, projector_checkpoint
+from pubsub_cache.projector.schema import ingest_account, ingest_lease, projector_checkpoint
 
 CLI = str(Path(sys.executable).parent / "pubsub-cache")
 
@@ -155,6 +155,11 @@ def test_status_in_text_shows_each_account_and_why_one_failed(
                  "reason": "authentication failed", "since": time.time()},
             ],
         )  # fmt: skip
+        # Connected means holding the account's lease (without it, status says "stale").
+        connection.execute(
+            ingest_lease.insert(),
+            {"account": "a@example.org", "owner": "h:1:x", "expires": time.time() + 60},
+        )
     shown = subprocess.run(
         [CLI, "status"], capture_output=True, text=True, env=environment(database_url), timeout=60
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import subprocess
 import sys
 import uuid
@@ -124,6 +125,17 @@ def recorded(engine: Engine) -> dict[str, AccountStatus]:
         return {account.account: account for account in read_status(connection).accounts}
 
 
+def status_text(engine: Engine) -> str:
+    """What ``pubsub-cache status`` prints."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PUBSUB_CACHE_")}
+    env["PUBSUB_CACHE_DATABASE_URL"] = engine.url.render_as_string(hide_password=False)
+    script = str(Path(sys.executable).parent / "pubsub-cache")
+    result = subprocess.run(
+        [script, "status"], env=env, capture_output=True, text=True, check=True, timeout=60
+    )
+    return result.stdout
+
+
 def connected_in(pool: IngestPool) -> set[str]:
     return {state.jid for state in pool.states() if state.state == "connected"}
 
@@ -164,6 +176,9 @@ async def test_two_shards_serve_every_account_once_and_overlapping_shards_stand_
         owners = {jid: account.owner for jid, account in recorded(engine).items()}
         assert all(":shard-1-of-2-" in owners[a.jid] for a in first.select(accounts))
         assert all(":shard-2-of-2-" in owners[a.jid] for a in second.select(accounts))
+        shown = status_text(engine)
+        assert all(f"account {a.jid}: connected" in shown for a in accounts)
+        assert all(owners[a.jid] in shown for a in accounts)
 
         # every view is served: one publish reaches all 12 accounts' read models... once each
         for account in accounts:
