@@ -182,3 +182,54 @@ async def test_a_killed_daemon_s_accounts_show_stale_and_the_next_daemon_clears_
         await eventually(taken_over, timeout=30)
         assert recorded(engine)[kept.jid].owner != dead_owner
     assert states(engine) == {kept.jid: "stopped"}
+
+
+def test_status_judges_a_serving_state_by_its_lease_and_a_new_daemon_sweeps_dead_rows(
+    engine: Engine,
+) -> None:
+    from pubsub_cache.projector.schema import ingest_account, ingest_lease
+    from pubsub_cache.xmpp.lease import new_owner, sweep_states
+
+    now = time.time()
+    alive, elsewhere = "h:1:alive", "other-host:1:gone"
+    dead_here = new_owner().replace(f":{os.getpid()}:", ":999999999:", 1)  # no such process
+    rows = {
+        "live@x": (alive, "connected", now - 5),
+        "expired@x": (alive, "connected", now - 5),
+        "taken@x": (elsewhere, "connected", now - 5),
+        "starting@x": (alive, "connecting", now - 5),
+        "stuck@x": (elsewhere, "connecting", now - 600),
+        "failed@x": (elsewhere, "failed", now - 600),
+        "killed@x": (dead_here, "failed", now - 600),
+    }
+    leases = {
+        "live@x": (alive, now + 30),
+        "expired@x": (alive, now - 1),
+        "taken@x": (alive, now + 30),
+    }
+    with engine.begin() as connection:
+        connection.execute(
+            ingest_account.insert(),
+            [
+                {"account": a, "owner": o, "state": s, "reason": None, "since": t}
+                for a, (o, s, t) in rows.items()
+            ],
+        )
+        connection.execute(
+            ingest_lease.insert(),
+            [{"account": a, "owner": o, "expires": e} for a, (o, e) in leases.items()],
+        )
+
+    assert {jid: a.state for jid, a in recorded(engine, now=now).items()} == {
+        "live@x": "connected",
+        "expired@x": "stale",
+        "taken@x": "stale",
+        "starting@x": "connecting",  # recorded before the lease is taken: not judged yet
+        "stuck@x": "stale",
+        "failed@x": "failed",  # holds no lease by nature: not judged
+        "killed@x": "failed",
+    }
+    # A new daemon removes what the dead left: connected without a live lease, and every row
+    # of a process of this machine that is gone; it keeps what may be a live daemon's.
+    assert sweep_states(engine, "h:2:new", now=now) == 3
+    assert set(recorded(engine, now=now)) == {"live@x", "starting@x", "stuck@x", "failed@x"}
