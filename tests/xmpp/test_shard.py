@@ -18,6 +18,8 @@ import anyio.abc
 import pytest
 from sqlalchemy.engine import Engine
 
+from pubsub_cache.events.log import EventLog
+from pubsub_cache.events.types import ItemsPublished
 from pubsub_cache.ops.cli_daemon import serve_accounts
 from pubsub_cache.ops.prosody import LocalProsody
 from pubsub_cache.ops.shard import Shard, shard_of
@@ -25,7 +27,7 @@ from pubsub_cache.projector.status import AccountStatus, read_status
 from pubsub_cache.xmpp.accounts import IngestPool
 from pubsub_cache.xmpp.client import PubsubClient
 from pubsub_cache.xmpp.ingest import XmppAccount
-from xmpp_fixtures import FAST, cached_items, eventually, password_of
+from xmpp_fixtures import FAST, cached_items, cached_node, eventually, password_of
 
 pytestmark = [pytest.mark.anyio]
 
@@ -184,6 +186,14 @@ async def test_two_shards_serve_every_account_once_and_overlapping_shards_stand_
         for account in accounts:
             pool = one if first.serves(account.jid) else two
             pool.ingests[account.jid].request_sync(service, node_name, "test")
+        await eventually(
+            lambda: all(
+                (cached_node(engine, jid, service, node_name) or {}).get("sync_state")
+                == "COMPLETED"
+                for jid in jids
+            ),
+            timeout=30,
+        )
         await publisher.publish(service, node_name, "a", "<p xmlns='urn:test'>1</p>")
         await eventually(
             lambda: all(
@@ -191,6 +201,14 @@ async def test_two_shards_serve_every_account_once_and_overlapping_shards_stand_
             ),
             timeout=30,
         )
+        # ... and each account's notification is in the log once: one process ingests it.
+        published = [
+            record.event.account
+            for record in EventLog(engine).read(limit=100_000)
+            if isinstance(record.event, ItemsPublished)
+            and [item.id for item in record.event.items] == ["a"]
+        ]
+        assert sorted(published) == sorted(jids)
 
         # One shard stops: its accounts stay unserved (no takeover across shards), the others
         # go on undisturbed.
