@@ -44,8 +44,9 @@ from .telemetry import PrometheusTelemetry
 
 log = logging.getLogger(__name__)
 
-#: The states an account's ingest can be in, each a series of ``pubsub_cache_account_state``.
-ACCOUNT_STATES = ("connecting", "connected", "standing-by", "failed", "stopped")
+#: The states an account's ingest can be in, each a series of ``pubsub_cache_account_state``
+#: (``stale``: recorded as served by a process that no longer holds the account's lease).
+ACCOUNT_STATES = ("connecting", "connected", "standing-by", "failed", "stopped", "stale")
 
 
 class StatusCollector(Collector):

@@ -229,6 +229,12 @@ def test_status_judges_a_serving_state_by_its_lease_and_a_new_daemon_sweeps_dead
         "failed@x": "failed",  # holds no lease by nature: not judged
         "killed@x": "failed",
     }
+    from pubsub_cache.ops.metrics import render
+
+    with engine.connect() as connection:
+        metrics = render(read_status(connection, now=now))
+    assert 'pubsub_cache_account_state{account="expired@x",state="stale"} 1' in metrics
+    assert 'pubsub_cache_account_state{account="expired@x",state="connected"} 0' in metrics
     # A new daemon removes what the dead left: connected without a live lease, and every row
     # of a process of this machine that is gone; it keeps what may be a live daemon's.
     assert sweep_states(engine, "h:2:new", now=now) == 3
