@@ -123,7 +123,7 @@ COMMANDS = {
         "Head of the log, each checkpoint's lag, parked events, nodes by sync state.",
     ),
     "sync": Lazy(
-        _OPS + "cli_daemon:sync",
+        _OPS + "cli_sync:sync",
         "Synchronise NODE of SERVICE: record the request, which the daemon carries out.",
     ),
 }

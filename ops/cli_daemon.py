@@ -1,4 +1,4 @@
-"""``pubsub-cache run``, ``ingest`` and ``sync``: the daemon and its XMPP half.
+"""``pubsub-cache run`` and ``ingest``: the daemon and its XMPP half (``sync``: cli_sync.py).
 
 ``run`` is the daemon: the ingest (XMPP session → event log) and the projector (event log → read
 model) in one anyio task group; ``ingest`` is the first alone (the projector then runs as
@@ -7,7 +7,8 @@ SIGTERM or SIGINT: the projector finishes its batch, the ingest appends what it 
 
 With an accounts file (``accounts_file``), they serve every configured account in one event loop
 (:class:`~pubsub_cache.xmpp.accounts.IngestPool`, :func:`serve_accounts`); SIGHUP reads the
-file again and adds and removes accounts without disturbing the others.
+file again and adds and removes accounts without disturbing the others; ``--shard I/N`` serves
+only shard I's accounts (:mod:`.shard`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import functools
 import logging
 import signal
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import anyio
@@ -27,37 +27,19 @@ from sqlalchemy.engine import Engine
 
 from pubsub_cache.errors import PubsubCacheError
 from pubsub_cache.events.log import EventLog
-from pubsub_cache.events.types import Event, SyncRequested
 
-from .cli_errors import EXIT_NO
-from .cli_options import account_of, account_option, emit, json_option
-from .cli_target import NODE, SERVICE, WORDS, resolve
 from .context import AppContext
-from .progress import Reporter
-from .settings import PREFIX, AccountSettings, ConfigError, Settings, load_settings
+from .settings import AccountSettings, Settings, load_settings
 from .shard import Shard, shard_option
 
 if TYPE_CHECKING:  # imported where used: ``pubsub-cache --help`` need not load slixmpp
     from pubsub_cache.xmpp.accounts import IngestPool
     from pubsub_cache.xmpp.ingest import Ingest, IngestOptions, XmppAccount
-    from pubsub_cache.xmpp.sync import SyncResult
-    from pubsub_cache.xmpp.writer import EventWriter
 
 log = logging.getLogger(__name__)
 
 #: Longest wait of the projector for new events before it looks again (seconds).
 PROJECTOR_WAIT = 0.25
-
-
-def register(cli: click.Group) -> None:
-    """Add this module's commands to ``cli`` (and ``bench ingest`` to its bench group)."""
-    from .bench.cli import bench
-    from .bench.ingest import ingest as bench_ingest
-
-    cli.add_command(run)
-    cli.add_command(ingest)
-    cli.add_command(sync)
-    bench.add_command(bench_ingest)
 
 
 def xmpp_account(settings: Settings) -> XmppAccount:
@@ -76,10 +58,10 @@ def xmpp_account(settings: Settings) -> XmppAccount:
 
 def xmpp_accounts(settings: Settings) -> list[XmppAccount]:
     """Every configured account (the accounts file's and ``jid``/``password``'s)."""
-    return [_xmpp_account(account) for account in settings.all_accounts()]
+    return [xmpp_account_of(account) for account in settings.all_accounts()]
 
 
-def _xmpp_account(account: AccountSettings) -> XmppAccount:
+def xmpp_account_of(account: AccountSettings) -> XmppAccount:
     from pubsub_cache.xmpp.ingest import XmppAccount
 
     return XmppAccount(
@@ -146,7 +128,7 @@ def _serve(app: AppContext, *, projector: bool, shard: Shard | None = None) -> N
     try:
         anyio.run(daemon, backend="asyncio")
     except BaseExceptionGroup as group:
-        raise _first_error(group) from None
+        raise first_error(group) from None
     log.info("stopped")
 
 
@@ -268,132 +250,11 @@ async def _stop_on_signal(scope: anyio.CancelScope) -> None:
             return
 
 
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     # anyio wraps a task's exception in a group; the user wants the one line it says.
     for error in group.exceptions:
         if isinstance(error, BaseExceptionGroup):
-            return _first_error(error)
+            return first_error(error)
         if isinstance(error, PubsubCacheError):
             return error
     return group
-
-
-@click.command()
-@WORDS
-@SERVICE
-@NODE
-@click.option("--now", is_flag=True, help="Connect and sync here instead of asking the daemon.")
-@account_option
-@json_option
-@click.pass_obj
-def sync(
-    app: AppContext,
-    words: Sequence[str],
-    service_option: str | None,
-    node_option: str | None,
-    now: bool,
-    account: str | None,
-    as_json: bool,
-) -> None:
-    """Synchronise NODE of SERVICE: record the request, which the daemon carries out.
-
-    SERVICE defaults to the account's own PEP service; an xmpp: URI names both. With --now,
-    exits with status 3 unless the node ends COMPLETED (ERROR, PARTIAL, or gone).
-    """
-    jid = account_of(app, account)
-    target = resolve(words, service=service_option, node=node_option, own=jid)
-    service, node = target.service, target.node
-    if now:
-        _sync_here(app, jid, service, node, as_json=as_json)
-        return
-    request = SyncRequested(
-        account=jid,
-        service=service,
-        node=node,
-        observed_at=datetime.now(UTC),
-        reason="pubsub-cache sync",
-    )
-    [position] = app.event_log().append([request])
-    if as_json:
-        emit({"requested": True, "service": service, "node": node, "position": position})
-        return
-    click.echo(f"sync of node {node!r} of {service} requested (log position {position})")
-
-
-def _sync_here(app: AppContext, jid: str, service: str, node: str, *, as_json: bool) -> None:
-    configured = {each.jid: each for each in app.settings.all_accounts()}
-    if jid not in configured:
-        if jid == app.settings.jid:
-            app.settings.require_account()  # names what to set (the password)
-        raise ConfigError(
-            f"{PREFIX}PASSWORD", f"sync --now as {jid} needs its password: configure the account"
-        )
-    account = _xmpp_account(configured[jid])
-    event_log = app.event_log()
-    with Reporter(f"sync {node}", unit="items") as report:
-        try:
-            result = anyio.run(_sync_now, event_log, account, service, node, report)
-        except BaseExceptionGroup as group:
-            raise _first_error(group) from None
-    done = report.summary(result.item_count)
-    if as_json:
-        emit(
-            {
-                "service": service,
-                "node": node,
-                "state": result.state,
-                "item_count": result.item_count,
-                "reason": result.reason,
-                "sync_id": result.sync_id,
-                **done.as_dict(),
-            }
-        )
-    else:
-        reason = f" ({result.reason})" if result.reason else ""
-        click.echo(f"node {node!r} of {service}: {result.state}, {result.item_count} items{reason}")
-        click.echo(done.line("synced"), err=True)
-    if result.state != "COMPLETED":
-        raise click.exceptions.Exit(EXIT_NO)
-
-
-async def _sync_now(
-    log: EventLog, account: XmppAccount, service: str, node: str, report: Reporter
-) -> SyncResult:
-    from pubsub_cache.xmpp.client import session
-    from pubsub_cache.xmpp.sync import sync_node
-
-    writer = _counting_writer(log, report)
-    async with (
-        session(
-            account.full_jid(),
-            account.password,
-            host=account.host,
-            port=account.port,
-            tls=account.tls,
-            presence=False,
-        ) as client,
-        anyio.create_task_group() as group,
-    ):
-        await group.start(writer.run)
-        result = await sync_node(client, writer, service, node)
-        await writer.flush()
-        group.cancel_scope.cancel()
-    return result
-
-
-def _counting_writer(log: EventLog, report: Reporter) -> EventWriter:
-    """A writer that reports the items of each fetched page as it passes them on."""
-    from pubsub_cache.events.types import SyncPageFetched
-    from pubsub_cache.xmpp.writer import EventWriter, Slot
-
-    class Counting(EventWriter):
-        items = 0
-
-        def fill(self, slot: Slot, events: Sequence[Event]) -> None:
-            for event in events:
-                if isinstance(event, SyncPageFetched):
-                    self.items += len(event.items)
-                    report(self.items)
-            super().fill(slot, events)
-
-    return Counting(log)
