@@ -4,10 +4,10 @@ server restarts, and after a reload that adds and removes accounts; one wrong pa
 them, failing alone. The accounts and their rosters are written in bulk
 (``LocalProsody.register_many``, ``befriend_many``: one Lua process each, about 0.5 s for 200).
 
-Marked slow, and run in the suite all the same: 37 s on SQLite and 44 s on PostgreSQL on the
-2-core machine while other work loaded it (load average 5 to 7); the login waves (200 at start,
-200 again after the restart, 8 in flight at most) take most of it. Sync requests polled every
-0.1 s by each account (the other tests' FAST) made it 43 s and 69 s."""
+Marked slow, and run in the suite all the same: 19 s on SQLite and 30 s on PostgreSQL on the
+2-core machine (load average 2; 37 s and 44 s at 5 to 7, before logins hashed SCRAM in C); the
+login waves (200 at start, 200 again after the restart, 8 in flight at most) take most of it.
+Sync requests polled every 0.1 s by each account (the other tests' FAST) made it 43 s and 69 s."""
 
 from __future__ import annotations
 
