@@ -200,10 +200,13 @@ async def serve_accounts(
     from pubsub_cache.projector.runner import Projector
     from pubsub_cache.xmpp.accounts import IngestPool
     from pubsub_cache.xmpp.directory import ReadModelDirectory
+    from pubsub_cache.xmpp.ingest import IngestOptions
 
     registry = default_registry()
     event_log = EventLog(engine)
-    directory = ReadModelDirectory(engine, registry)
+    # Every account looks for sync requests each ``request_poll`` seconds: one query serves all.
+    poll = (options or IngestOptions()).request_poll
+    directory = ReadModelDirectory(engine, registry, shared_requests=poll / 2)
     from pubsub_cache.xmpp.lease import new_owner
 
     owner = new_owner(f"shard-{shard.index}-of-{shard.count}" if shard is not None else "")
