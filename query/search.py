@@ -5,8 +5,8 @@ Full text: the words of ``text`` (runs of letters and digits; everything else se
 must all occur in the text the parser extracted: an FTS5 query of quoted words on SQLite, a
 ``plainto_tsquery('simple', ...)`` on PostgreSQL. Nothing the user types reaches either query
 language unquoted. The index is narrowed to the account's nodes (those the node filters leave)
-inside the index: FTS5's ``node_id`` column, the ``~nNODE`` lexemes of the ``search_vector``
-(migration 0005), so a word common in other accounts costs nothing here.
+inside the index: FTS5's ``node_id`` column, the ``~nNODE`` lexemes of the indexed vector
+(migrations 0005, 0008), so a word common in other accounts costs nothing here.
 
 Filters on searchable paths read ``pubsub_item_key`` (see :mod:`.filters`); the search then
 starts from the items the index names (the full-text matches, or the keys'), never from every
@@ -163,6 +163,14 @@ def words(text: str) -> list[str]:
     return found
 
 
+#: The expression PostgreSQL's GIN index is built on (migration 0008): the text's lexemes and the
+#: node's ``~nNODE``; a query must name it as it is for the index to be used.
+_VECTOR = (
+    "(to_tsvector('simple', coalesce(pubsub_item.text, '')) "
+    "|| array_to_tsvector(ARRAY['~n' || pubsub_item.node_id::text]))"
+)
+
+
 def _full_text(found: list[str], dialect: str, nodes: list[int] | None) -> sa.TextClause:
     if dialect == "sqlite":
         # FTS5 strings (an implicit AND) in the text column; node ids are the node_id column.
@@ -174,14 +182,11 @@ def _full_text(found: list[str], dialect: str, nodes: list[int] | None) -> sa.Te
             "WHERE pubsub_item_fts MATCH :fts_query)"
         )
         return sa.text(sql).bindparams(fts_query=query)
-    sql = "pubsub_item.search_vector @@ plainto_tsquery('simple', :fts_query)"
+    sql = f"{_VECTOR} @@ plainto_tsquery('simple', :fts_query)"
     if nodes is None:
         return sa.text(sql).bindparams(fts_query=" ".join(found))
     scope = " | ".join(f"'~n{n}'" for n in nodes)
-    sql = (
-        "pubsub_item.search_vector @@ "
-        "(plainto_tsquery('simple', :fts_query) && CAST(:fts_scope AS tsquery))"
-    )
+    sql = f"{_VECTOR} @@ (plainto_tsquery('simple', :fts_query) && CAST(:fts_scope AS tsquery))"
     return sa.text(sql).bindparams(fts_query=" ".join(found), fts_scope=scope)
 
 

@@ -51,14 +51,14 @@ class DiskUse:
     json: float
     """The parsed JSON as stored, inside ``items``."""
     text: float
-    """The full-text index (SQLite FTS5 tables; PostgreSQL's stored tsvector and its GIN)."""
+    """The full-text index (SQLite's FTS5 tables, PostgreSQL's GIN index)."""
     keys: float
     """``pubsub_item_key`` and its indexes."""
     logical: float
 
     @property
     def stored(self) -> float:
-        """The read model's bytes per item: items, full text and keys (tsvector counted once)."""
+        """The read model's bytes per item: items, full text and keys."""
         return self.items + self.text + self.keys
 
     @property
@@ -180,12 +180,11 @@ def _postgres_use(engine: Engine, count: int) -> DiskUse:
 
         items = size("SELECT pg_total_relation_size('pubsub_item')")
         gin = size("SELECT pg_relation_size('ix_pubsub_item_search')")
-        vector = size("SELECT sum(pg_column_size(search_vector)) FROM pubsub_item")
         return DiskUse(
             log=size("SELECT pg_total_relation_size('event')"),
-            items=items - gin - vector,
+            items=items - gin,
             json=size("SELECT sum(pg_column_size(parsed)) FROM pubsub_item"),
-            text=gin + vector,
+            text=gin,
             keys=size("SELECT pg_total_relation_size('pubsub_item_key')"),
             logical=_logical(connection),
         )
