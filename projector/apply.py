@@ -115,6 +115,8 @@ class BatchApplier:
         self._items = ItemWriter(connection, tables)
         self._touched: dict[int, tuple[int, float]] = {}
         self._recount: set[int] = set()
+        self._added: dict[int, int] = {}
+        """Items each node gained in this batch (its count moves by that unless recounted)."""
 
     def apply(self, position: int, event: AnyEvent) -> None:
         """Apply one event (``position`` is its place in the log)."""
@@ -122,8 +124,9 @@ class BatchApplier:
         match event:
             case ItemsPublished(items=items):
                 node = self._node(event, position, items)
+                added = 0
                 for index, item in enumerate(items):
-                    node.most_items += self._items.publish(
+                    added += self._items.publish(
                         node.id,
                         node.analyser,
                         item,
@@ -133,6 +136,7 @@ class BatchApplier:
                         placement=Placement(rank(position, index), None),
                         service_order=node.item_order,
                     )
+                self._gained(node, added)
                 if node.max_items is not None and node.most_items > node.max_items:
                     self._evict_beyond(node, node.max_items)
             case SyncPageFetched(items=items, sync_id=sync_id, offset=offset):
@@ -142,9 +146,10 @@ class BatchApplier:
                 listing: ServiceOrder = (
                     "modification" if node.item_order == "modification" else "creation"
                 )
+                added = 0
                 for index in last_places([item.id for item in items]):
                     item = items[index]
-                    node.most_items += self._items.publish(
+                    added += self._items.publish(
                         node.id,
                         node.analyser,
                         item,
@@ -154,6 +159,7 @@ class BatchApplier:
                         placement=Placement(rank(start or position, offset + index), listing),
                         service_order=node.item_order,
                     )
+                self._gained(node, added)
             case ItemsListed(item_ids=item_ids, complete=complete):
                 node = self._node(event, position)
                 self._reconcile(node, position, item_ids, complete)
@@ -250,7 +256,10 @@ class BatchApplier:
         """Write what is buffered and the bookkeeping of every node the batch touched."""
         self._items.flush()
         node = self._tables.node.c
-        if self._recount:
+        # Counting a node's rows costs as much as the node is big: only nodes that may have
+        # lost some are counted again; the others' counts move by what they gained.
+        recount = self._recount | self._items.shrunk
+        if recount:
             count = (
                 sa.select(sa.func.count())
                 .where(self._tables.item.c.node_id == node.id)
@@ -260,20 +269,36 @@ class BatchApplier:
                 self._tables.node.update()
                 .where(node.id == sa.bindparam("node_id"))
                 .values(item_count=count),
-                [{"node_id": node_id} for node_id in self._recount],
+                [{"node_id": node_id} for node_id in recount],
             )
-            self._recount.clear()
         if self._touched:
             self._connection.execute(
                 self._tables.node.update()
                 .where(node.id == sa.bindparam("node_id"))
-                .values(updated_position=sa.bindparam("position"), updated_at=sa.bindparam("when")),
+                .values(
+                    updated_position=sa.bindparam("position"),
+                    updated_at=sa.bindparam("when"),
+                    item_count=node.item_count + sa.bindparam("gained"),
+                ),
                 [
-                    {"node_id": node_id, "position": position, "when": when}
+                    {
+                        "node_id": node_id,
+                        "position": position,
+                        "when": when,
+                        "gained": 0 if node_id in recount else self._added.get(node_id, 0),
+                    }
                     for node_id, (position, when) in self._touched.items()
                 ],
             )
-            self._touched.clear()
+        self._recount.clear()
+        self._items.shrunk.clear()
+        self._added.clear()
+        self._touched.clear()
+
+    def _gained(self, node: NodeRow, added: int) -> None:
+        if added:
+            node.most_items += added
+            self._added[node.id] = self._added.get(node.id, 0) + added
 
     def _node(self, event: NodeEvent, position: int, items: Iterable[Item] = ()) -> NodeRow:
         key = (event.account, event.service, event.node)
@@ -289,7 +314,6 @@ class BatchApplier:
                 # Nodes first seen without a payload are analysed again once one arrives.
                 self._analyse(node, key, items)
         self._touched[node.id] = (position, when)
-        self._recount.add(node.id)
         return node
 
     def _load_node(self, key: NodeKey) -> NodeRow | None:

@@ -49,6 +49,9 @@ class ItemWriter:
         self._touched: dict[ItemKey, list[Any]] = {}
         """Items whose payload is unchanged: new ranks and ``synced_by`` only."""
         self._empty: set[int] = set()
+        self.shrunk: set[int] = set()
+        """Nodes that may have lost rows in this batch (retractions, deletions): their counts
+        are taken again; every other node's count moves by the items :meth:`publish` added."""
         self._upsert = _upsert_statement(connection.dialect.name, tables.item.name)
 
     def node_created(self, node_id: int) -> None:
@@ -156,6 +159,7 @@ class ItemWriter:
         self._upserts.pop(key, None)
         self._touched.pop(key, None)
         self._deletes.add(key)
+        self.shrunk.add(node_id)
         self._known[key] = None
 
     def delete_where(self, condition: sa.ColumnElement[bool], *, nodes: Iterable[int]) -> None:
@@ -163,6 +167,7 @@ class ItemWriter:
         self.flush()
         self._connection.execute(self._tables.item.delete().where(condition))
         affected = set(nodes)
+        self.shrunk |= affected
         self._empty -= affected
         for key in [key for key in self._known if key[0] in affected]:
             del self._known[key]

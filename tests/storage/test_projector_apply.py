@@ -157,6 +157,20 @@ def test_retract_removes_item_from_cache(project: Project, engine: Engine) -> No
     assert node_row(engine)["item_count"] == 1
 
 
+def test_the_item_count_follows_publications_across_batches(
+    project: Project, engine: Engine
+) -> None:
+    # Nodes that only gained items are not counted again (their count moves by what they
+    # gained): new ids, the same ids again, a notify-only repeat, in batches of 7.
+    project([published(f"i{n}", when=n) for n in range(10)])
+    assert node_row(engine)["item_count"] == 10
+    project([published("i3", when=20), published("i11", "i12", when=21), published("i4")])
+    project([published("i12", payload=None), published("i13", "i3")])
+    assert node_row(engine)["item_count"] == 13
+    project([retracted("i0", "i1", "nope"), published("i14")])
+    assert node_row(engine)["item_count"] == 12 == len(items(engine))
+
+
 def test_retract_then_republish_in_one_batch_starts_a_new_item(
     project: Project, engine: Engine
 ) -> None:
