@@ -21,7 +21,7 @@ setup_venv() {
     fi
     .venv/bin/python -m pip install -q --disable-pip-version-check -U pip setuptools wheel
     .venv/bin/python -m pip install -q --disable-pip-version-check --no-build-isolation \
-        -e '.[dev]' --config-settings editable_mode=strict
+        -e '.[dev,bench]' --config-settings editable_mode=strict
 }
 
 setup_prosody() {
