@@ -6,8 +6,9 @@ sort; the query library turns them into aware datetimes. ``*_position`` columns 
 position that created or last changed a row, which keeps rows traceable to their events.
 
 Full-text search is not declared here: it is dialect-specific (an FTS5 table kept by triggers on
-SQLite, a generated ``tsvector`` column with a GIN index on PostgreSQL) and created by the
-migration; the autogenerate comparison ignores it (see ``migrations/api.py``).
+SQLite, a GIN index on the ``tsvector`` expression itself on PostgreSQL, so the text is not
+stored twice: migration 0008) and created by the migrations; the autogenerate comparison ignores
+it (see ``migrations/api.py``).
 """
 
 from __future__ import annotations
