@@ -9,7 +9,7 @@ Many accounts (one daemon serving them all) are listed in an accounts file named
 
     [[account]]
     jid = "romeo@montague.lit"
-    password_file = "/run/secrets/romeo"   # or password = "..."
+    password_file = "/run/secrets/romeo"   # or password = "...", or password_command = [...]
     # xmpp_host, xmpp_port, xmpp_tls: this account's own, over the shared settings
 
 The single account of ``jid``/``password`` still works, beside the file's or alone.
@@ -29,6 +29,7 @@ from typing import Literal, cast
 from pubsub_cache.errors import PubsubCacheError
 
 from .jid import bare_jid
+from .secrets import PASSWORD_KEYS, account_password
 
 PREFIX = "PUBSUB_CACHE_"
 TlsMode = Literal["starttls", "direct", "none"]
@@ -188,25 +189,16 @@ def read_accounts(path: Path, shared: AccountSettings) -> tuple[AccountSettings,
 def _account(entry: object, shared: AccountSettings, folder: Path) -> AccountSettings:
     if not isinstance(entry, dict):
         raise ValueError(f"expected a table, got {entry!r}")
-    unknown = set(entry) - {*_ACCOUNT_KEYS, "password", "password_file", "jid"}
+    unknown = set(entry) - {*_ACCOUNT_KEYS, *PASSWORD_KEYS, "jid"}
     if unknown:
         raise ValueError(f"unknown keys {', '.join(sorted(unknown))}")
     jid = _text(entry, "jid")
     if not jid:
         raise ValueError("no jid")
     jid = bare_jid(jid)
-    password = _text(entry, "password")
-    password_file = _path(entry, "password_file", relative_to=folder)
-    if (password is None) == (password_file is None):
-        raise ValueError("give password or password_file (one of them)")
-    if password_file is not None:
-        try:
-            password = password_file.read_text("utf-8").rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"cannot read password_file {password_file}: {exc}") from None
     return AccountSettings(
         jid=jid,
-        password=password or "",
+        password=account_password(entry, folder),
         xmpp_host=_text(entry, "xmpp_host") or shared.xmpp_host,
         xmpp_port=_port(entry, "xmpp_port") or shared.xmpp_port,
         xmpp_tls=cast(TlsMode, _choice(entry, "xmpp_tls", _TLS_MODES, default=shared.xmpp_tls)),

@@ -70,7 +70,29 @@ ONE = '[[account]]\njid = "a@b.org"\npassword = "p"\n'
 @pytest.mark.parametrize(
     ("accounts", "message"),
     [
-        ('[[account]]\njid = "a@b.org"\n', "account 1 \\(a@b.org\\): give password or password_f"),
+        (
+            '[[account]]\njid = "a@b.org"\n',
+            "account 1 \\(a@b.org\\): give one of password, password_file or password_command",
+        ),
+        (
+            '[[account]]\njid = "a@b.org"\npassword = "p"\npassword_command = ["echo"]\n',
+            "give one of password, password_file or password_command",
+        ),
+        ('[[account]]\njid = "a@b.org"\npassword_command = "pass"\n', "expected a list of str"),
+        ('[[account]]\njid = "a@b.org"\npassword_command = []\n', "expected a list of strings"),
+        (
+            '[[account]]\njid = "a@b.org"\npassword_command = ["no-such-program-here"]\n',
+            "password_command: no-such-program-here not found",
+        ),
+        (
+            '[[account]]\njid = "a@b.org"\n'
+            'password_command = ["sh", "-c", "echo locked >&2; exit 3"]\n',
+            "password_command: sh exited with 3: locked",
+        ),
+        (
+            '[[account]]\njid = "a@b.org"\npassword_command = ["true"]\n',
+            "password_command: true printed no password",
+        ),
         (
             ONE + '[[account]]\njid = "x"\npassword = "p"\n',
             "account 2 \\(x\\): expected a bare JID",
@@ -100,3 +122,22 @@ def test_a_bad_entry_is_named_in_one_line(tmp_path: Path, accounts: str, message
 def test_a_missing_accounts_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"ACCOUNTS_FILE .*missing\.toml.*cannot read the file"):
         load_settings({"PUBSUB_CACHE_ACCOUNTS_FILE": str(tmp_path / "missing.toml")})
+
+
+def test_a_password_command_gives_the_first_line_it_prints_run_in_the_files_folder(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "vault").write_text("s3cret\nmetadata: not the password\n")
+    accounts = settings_with(
+        tmp_path,
+        '[[account]]\njid = "a@b.org"\npassword_command = ["cat", "vault"]\n',
+    )
+    assert [(a.jid, a.password) for a in accounts] == [("a@b.org", "s3cret")]
+
+
+def test_a_password_command_never_shows_the_secret_in_its_error(tmp_path: Path) -> None:
+    script = '["sh", "-c", "echo hunter2; exit 1"]'
+    with pytest.raises(ConfigError) as raised:
+        settings_with(tmp_path, f'[[account]]\njid = "a@b.org"\npassword_command = {script}\n')
+    assert "exited with 1" in str(raised.value)
+    assert "hunter2" not in str(raised.value)
