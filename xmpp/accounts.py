@@ -8,12 +8,14 @@
         pool.update(other_accounts)             # adds and removes accounts (SIGHUP)
 
 Every account has its own ingest, lease (:class:`~.lease.IngestLease`: a second process serving
-the account stands by) and reconnection backoff; they share the event log, the read-model
-directory and a limit on logins in flight (:data:`LOGINS`), so that a restart of the server or
-of the daemon brings no login storm. An account's failure (a wrong password at the first
-connection, a removed account, an unexpected error) is logged, kept in :meth:`IngestPool.states`
-with its reason, and never reaches the others; the account is tried again at the next
-:meth:`IngestPool.update` (SIGHUP) that still lists it.
+the account stands by), reconnection backoff and writer queue (its events in its order); they
+share the event log, one append task (:class:`~.writer.GroupCommit`: a publication fanned out to
+many of them is a few transactions), the read-model directory and a limit on logins in flight
+(:data:`LOGINS`), so that a restart of the server or of the daemon brings no login storm. An
+account's failure (a wrong password at the first connection, a removed account, an unexpected
+error) is logged, kept in :meth:`IngestPool.states` with its reason, and never reaches the
+others (nor does a writer slot it holds: its queue is its own); the account is tried again at
+the next :meth:`IngestPool.update` (SIGHUP) that still lists it.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from pubsub_cache.events.log import EventLog
 from .directory import NodeDirectory
 from .ingest import Ingest, IngestOptions, XmppAccount
 from .lease import IngestLease, new_owner, publish_states, sweep_states
-from .writer import RETRYABLE
+from .writer import RETRYABLE, GroupCommit
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,9 @@ class IngestPool:
         self._reload = reload
         self._engine = engine  # None: no leases (tests of one process)
         self._log = log
+        # One append task for every account: a publication fanned out to many accounts is a
+        # few transactions, not one per account contending for the database.
+        self.commit = GroupCommit(log)
         self._directory = directory
         self._options = options or IngestOptions()
         self._logins = anyio.CapacityLimiter(logins)
@@ -114,6 +119,7 @@ class IngestPool:
         try:
             async with anyio.create_task_group() as group:
                 self._group = group
+                await group.start(self.commit.run)
                 if self._engine is not None:
                     group.start_soon(self._publish, self._engine)
                 self.update(accounts)
@@ -190,6 +196,7 @@ class IngestPool:
             lease=lease,
             on_state=functools.partial(self._set, served),
             logins=self._logins,
+            writer=self.commit.writer(),
         )
 
     async def _serve(self, served: _Served, previous: anyio.Event | None) -> None:
@@ -209,6 +216,8 @@ class IngestPool:
                     )
                     self._set(served, "failed", reason)
         finally:
+            with anyio.CancelScope(shield=True):
+                await served.ingest.writer.close()  # (done already, unless it never ran)
             served.done.set()
 
     def _set(self, served: _Served, state: str, reason: str | None) -> None:

@@ -170,14 +170,17 @@ class Ingest:
         """
         try:
             async with anyio.create_task_group() as group:
-                await group.start(self.writer.run)
+                if not self.writer.shared:  # a shared one is run by its group (the pool's)
+                    await group.start(self.writer.run)
                 if self.lease is None:
                     await self._sessions(task_status)
                 else:
                     await self._leased_sessions(self.lease, _StartedOnce(task_status))
         finally:
             with anyio.CancelScope(shield=True):
-                await self.writer.close()  # what the sessions' clean-up submitted last
+                # What the sessions' clean-up submitted last. A shared writer (the pool's) is
+                # this account's queue only: flushed and left, the others' go on.
+                await self.writer.close()
                 if self.lease is not None:
                     # After the writer: the next holder starts after our last append.
                     await self._release(self.lease)

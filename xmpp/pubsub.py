@@ -324,9 +324,15 @@ class PubsubClient:
         iq = self.xmpp.make_iq(ito=service, itype=kind)
         iq.append(request)
         options: dict[str, Any] = {"timeout": seconds}
+        awaited = True
         if on_result is not None:
-            # slixmpp calls it from the reply's handler, for a result (not an error) only.
-            options["callback"] = lambda _reply: on_result()
+            # slixmpp calls it from the reply's handler for an error too, and after the caller
+            # stopped waiting (cancelled): a writer slot reserved then would never be filled.
+            def result(reply: slixmpp.Iq) -> None:
+                if awaited and reply["type"] == "result":
+                    on_result()
+
+            options["callback"] = result
         try:
             reply = await iq.send(**options)  # type: ignore[no-untyped-call]
         except IqError as exc:
@@ -342,5 +348,7 @@ class PubsubClient:
             ) from exc
         except IqTimeout as exc:
             raise XmppTimeout(operation, service=service, node=node, seconds=seconds) from exc
+        finally:
+            awaited = False
         xml: ET.Element = reply.xml
         return xml

@@ -1,0 +1,259 @@
+"""One append task for every account of a daemon (issue 13, fan-out latency), against the real
+Prosody on both databases: a publication fanned out to many accounts goes to the log in a few
+transactions, an account that stops leaves the others appending, and a slot an account holds
+(a reply not parsed yet, or never) holds back that account's events only."""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from helpers import published
+from pubsub_cache.events.log import EventLog
+from pubsub_cache.events.types import Item, SyncFailed, SyncRequested
+from pubsub_cache.ops.cli_daemon import serve_accounts
+from pubsub_cache.ops.prosody import LocalProsody
+from pubsub_cache.projector.schema import ingest_lease
+from pubsub_cache.xmpp.accounts import IngestPool
+from pubsub_cache.xmpp.client import PubsubClient
+from pubsub_cache.xmpp.directory import NodeRef
+from pubsub_cache.xmpp.fetcher import PayloadFetcher
+from pubsub_cache.xmpp.ingest import XmppAccount
+from pubsub_cache.xmpp.pubsub import ItemsReply
+from pubsub_cache.xmpp.sync import sync_node, utc_now
+from pubsub_cache.xmpp.writer import EventWriter, GroupCommit
+from xmpp_fixtures import FAST, Connect, account_on, cached_items, cached_node, eventually
+
+pytestmark = [pytest.mark.anyio, pytest.mark.xmpp]
+
+#: Accounts subscribed to the fanned-out node (test_accounts.py's figure).
+MANY = 20
+
+
+def entry(title: str) -> str:
+    return f'<entry xmlns="http://www.w3.org/2005/Atom"><title>{title}</title></entry>'
+
+
+@asynccontextmanager
+async def serving(
+    prosody: LocalProsody, engine: Engine, count: int, service: str, node: str
+) -> AsyncIterator[tuple[IngestPool, list[XmppAccount]]]:
+    """``count`` new accounts served by one daemon (as ``pubsub-cache run`` with an accounts
+    file), all connected and synced to ``node``; stopped on leaving the block."""
+    tag = uuid.uuid4().hex[:6]
+    accounts = [account_on(prosody, f"shared-{tag}-{number}") for number in range(count)]
+    async with anyio.create_task_group() as group:
+        with anyio.fail_after(10):
+            serve = functools.partial(serve_accounts, engine, accounts, signals=False, options=FAST)
+            pool = await group.start(serve)
+        try:
+            with anyio.fail_after(30):
+                await pool.wait_until(lambda states: all(s.state == "connected" for s in states))
+            now = datetime.now(UTC)
+            requests = [
+                SyncRequested(account=account.jid, service=service, node=node, observed_at=now)
+                for account in accounts
+            ]
+            await anyio.to_thread.run_sync(EventLog(engine).append, requests)
+            await eventually(lambda: synced(engine, accounts, service, node), timeout=30)
+            yield pool, accounts
+        finally:
+            group.cancel_scope.cancel()
+
+
+def synced(engine: Engine, accounts: Sequence[XmppAccount], service: str, node: str) -> bool:
+    return all(
+        (cached_node(engine, account.jid, service, node) or {}).get("sync_state") == "COMPLETED"
+        for account in accounts
+    )
+
+
+def holding(
+    engine: Engine, accounts: Sequence[XmppAccount], service: str, node: str, item: str
+) -> Callable[[], bool]:
+    """Whether every one of ``accounts`` has ``item`` in its view."""
+    return lambda: all(
+        item in cached_items(engine, account.jid, service, node) for account in accounts
+    )
+
+
+async def idle(pool: IngestPool) -> None:
+    with anyio.fail_after(10):
+        for ingest in pool.ingests.values():
+            await ingest.wait_idle()
+
+
+async def test_a_publication_fanned_out_to_many_accounts_is_a_few_transactions(
+    prosody: LocalProsody, publisher: PubsubClient, engine: Engine, node_name: str
+) -> None:
+    service = prosody.pubsub_service
+    await publisher.create_node(service, node_name)
+    async with serving(prosody, engine, MANY, service, node_name) as (pool, accounts):
+        await idle(pool)
+        appended, batches = pool.commit.appended, pool.commit.batches
+
+        await publisher.publish(service, node_name, "a", entry("fanned out"))
+        await eventually(holding(engine, accounts, service, node_name, "a"))
+
+        assert pool.commit.appended - appended >= MANY  # every account's notification
+        assert pool.commit.batches - batches <= MANY // 4  # in a few transactions, not 20
+        assert all(ingest.writer.shared for ingest in pool.ingests.values())
+
+
+async def test_an_account_removed_by_a_reload_leaves_the_others_appending(
+    prosody: LocalProsody, publisher: PubsubClient, engine: Engine, node_name: str
+) -> None:
+    service = prosody.pubsub_service
+    await publisher.create_node(service, node_name)
+    async with serving(prosody, engine, 3, service, node_name) as (pool, accounts):
+        gone, *kept = accounts
+        removed = pool.ingests[gone.jid]
+        removed.writer.submit([published("last words", account=gone.jid)])
+
+        assert pool.update(kept) == ([], [gone.jid])
+        await eventually(lambda: lease_holders(engine) == {account.jid for account in kept})
+        assert removed.writer.pending == 0  # appended before its lease was released
+
+        await publisher.publish(service, node_name, "after", entry("after the reload"))
+        await eventually(holding(engine, kept, service, node_name, "after"))
+        assert "after" not in cached_items(engine, gone.jid, service, node_name)
+
+
+def lease_holders(engine: Engine) -> set[str]:
+    with engine.connect() as connection:
+        return set(connection.execute(sa.select(ingest_lease.c.account)).scalars())
+
+
+async def test_a_slot_an_account_holds_back_only_its_events_and_is_dropped_when_it_stops(
+    prosody: LocalProsody,
+    publisher: PubsubClient,
+    engine: Engine,
+    node_name: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    service = prosody.pubsub_service
+    await publisher.create_node(service, node_name)
+    async with serving(prosody, engine, 3, service, node_name) as (pool, accounts):
+        stuck, *others = accounts
+        pool.commit.shutdown_timeout = 0.5
+        writer = pool.ingests[stuck.jid].writer
+        writer.reserve()  # a reply arrived and is never parsed (a stuck or buggy request)
+
+        await publisher.publish(service, node_name, "a", entry("while a slot is held"))
+        await eventually(holding(engine, others, service, node_name, "a"))
+        assert "a" not in cached_items(engine, stuck.jid, service, node_name)  # behind its slot
+        assert writer.pending == 2
+
+        pool.update(others)  # the account stops: its queue, slot and all, is left
+        await eventually(lambda: lease_holders(engine) == {account.jid for account in others})
+        assert "1 events not appended (1 reserved slots never filled)" in caplog.text
+
+        await publisher.publish(service, node_name, "b", entry("after it stopped"))
+        await eventually(holding(engine, others, service, node_name, "b"))
+
+
+@asynccontextmanager
+async def two_writers(event_log: EventLog) -> AsyncIterator[tuple[EventWriter, EventWriter]]:
+    """Two accounts' writers of one running :class:`GroupCommit`."""
+    commit = GroupCommit(event_log)
+    async with anyio.create_task_group() as group:
+        await group.start(commit.run)
+        yield commit.writer(), commit.writer()
+        group.cancel_scope.cancel()
+
+
+def cancelling_when_asking(client: PubsubClient, scope: anyio.CancelScope) -> None:
+    """Cancel ``scope`` as ``client`` sends its next items request: the reply comes after the
+    coroutine that awaited it was cancelled."""
+    get_items, get_item = client.get_items, client.get_item
+
+    async def get_items_cancelled(*args: Any, **options: Any) -> ItemsReply:
+        scope.cancel()  # lands at the wait for the reply, after the request is sent
+        return await get_items(*args, **options)
+
+    async def get_item_cancelled(*args: Any, **options: Any) -> Item | None:
+        scope.cancel()
+        return await get_item(*args, **options)
+
+    client.get_items = get_items_cancelled  # type: ignore[method-assign]
+    client.get_item = get_item_cancelled  # type: ignore[method-assign]
+
+
+async def after_the_reply(client: PubsubClient, service: str, node: str) -> None:
+    """Return once the replies to ``client``'s requests sent so far to ``service`` arrived
+    (it answers in order)."""
+    await client.item_ids(service, node)
+
+
+async def test_a_sync_cancelled_while_its_page_is_on_the_way_leaves_no_slot_behind(
+    prosody: LocalProsody,
+    publisher: PubsubClient,
+    connect_as: Connect,
+    node_name: str,
+    engine: Engine,
+) -> None:
+    service = prosody.pubsub_service
+    await publisher.create_node(service, node_name)
+    await publisher.publish(service, node_name, "old", entry("listed"))
+    event_log = EventLog(engine)
+    async with connect_as("reader") as reader, two_writers(event_log) as (mine, other):
+        with anyio.CancelScope() as scope:
+            cancelling_when_asking(reader, scope)
+            await sync_node(reader, mine, service, node_name)
+        assert scope.cancelled_caught
+        await after_the_reply(publisher, service, node_name)
+        await after_the_reply(reader, service, node_name)
+        other.submit([published("other account")])
+        mine.submit([published("mine, after the sync")])
+        with anyio.fail_after(5):
+            await other.flush()
+            await mine.flush()
+
+    events = [record.event for record in event_log.read(after=0)]
+    assert any(isinstance(event, SyncFailed) for event in events)
+    assert mine.pending == 0
+    event_log.close()
+
+
+async def test_a_payload_fetch_cancelled_or_refused_leaves_no_slot_behind(
+    prosody: LocalProsody,
+    publisher: PubsubClient,
+    connect_as: Connect,
+    node_name: str,
+    engine: Engine,
+) -> None:
+    service = prosody.pubsub_service
+    await publisher.create_node(service, node_name)
+    await publisher.publish(service, node_name, "notify-only", entry("fetched"))
+    event_log = EventLog(engine)
+    async with connect_as("reader") as reader, two_writers(event_log) as (mine, other):
+        fetcher = PayloadFetcher(mine, reader.jid, utc_now)
+        fetcher.add(NodeRef(service, f"{node_name}-gone"), "refused")  # item-not-found
+        async with anyio.create_task_group() as group:
+            group.start_soon(fetcher.run, reader)
+            await eventually(lambda: fetcher.pending == 0)
+            group.cancel_scope.cancel()
+        fetcher.add(NodeRef(service, node_name), "notify-only")
+        with anyio.CancelScope() as scope:
+            cancelling_when_asking(reader, scope)
+            await fetcher.run(reader)
+        assert scope.cancelled_caught
+        await after_the_reply(reader, service, node_name)
+        other.submit([published("other account")])
+        mine.submit([published("mine, after the fetch")])
+        with anyio.fail_after(5):
+            await other.flush()
+            await mine.flush()
+
+    assert mine.pending == 0
+    event_log.close()
