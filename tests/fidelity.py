@@ -20,7 +20,7 @@ import anyio
 import anyio.to_thread
 from sqlalchemy.engine import Engine
 
-from pubsub_cache.ops.xmpp_server import LocalXmppServer
+from pubsub_cache.ops.dev.xmpp_server import LocalXmppServer
 from pubsub_cache.query import BlockingQuery, NotCached, Page, RsmItemNotFound, RsmRequest
 from pubsub_cache.query.live import unique
 from pubsub_cache.query.nodes import checkpoint_position

@@ -24,10 +24,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from pubsub_cache.ops.cli_daemon import serve
-from pubsub_cache.ops.ejabberd import APT_INSTALL as EJABBERD_APT_INSTALL
-from pubsub_cache.ops.ejabberd import LocalEjabberd
-from pubsub_cache.ops.prosody import APT_INSTALL, LocalProsody
-from pubsub_cache.ops.xmpp_server import LocalXmppServer
+from pubsub_cache.ops.dev.ejabberd import APT_INSTALL as EJABBERD_APT_INSTALL
+from pubsub_cache.ops.dev.ejabberd import LocalEjabberd
+from pubsub_cache.ops.dev.prosody import APT_INSTALL, LocalProsody
+from pubsub_cache.ops.dev.xmpp_server import LocalXmppServer
 from pubsub_cache.projector.schema import pubsub_item, pubsub_node
 from pubsub_cache.xmpp.backoff import Backoff
 from pubsub_cache.xmpp.client import PubsubClient, session

@@ -46,7 +46,7 @@ from pubsub_cache.events.db import create_engine
 from pubsub_cache.events.log import EventLog
 from pubsub_cache.events.types import SyncRequested
 from pubsub_cache.migrations.api import ensure_schema
-from pubsub_cache.ops.prosody import LocalProsody
+from pubsub_cache.ops.dev.prosody import LocalProsody
 from pubsub_cache.ops.scratch import scratch_postgres, sqlite_url
 from pubsub_cache.projector.schema import pubsub_item, pubsub_node
 from pubsub_cache.xmpp.client import session

@@ -33,7 +33,7 @@ from pubsub_cache.events.types import ItemsPublished
 from pubsub_cache.migrations.api import ensure_schema
 from pubsub_cache.ops.bench.payloads import atom_entry
 from pubsub_cache.ops.bench.report import print_table
-from pubsub_cache.ops.prosody import LocalProsody
+from pubsub_cache.ops.dev.prosody import LocalProsody
 from pubsub_cache.ops.scratch import sqlite_url
 from pubsub_cache.projector.schema import pubsub_item, pubsub_node
 from pubsub_cache.xmpp.client import session

@@ -251,7 +251,7 @@ async def _search_cases(
 
 async def _live(engine: Any, calls: int) -> Latencies:
     """get_items of a 20-item node the cache does not hold, read from a local Prosody."""
-    from pubsub_cache.ops.prosody import LocalProsody
+    from pubsub_cache.ops.dev.prosody import LocalProsody
     from pubsub_cache.xmpp.client import session
 
     node = "bench-live-20"

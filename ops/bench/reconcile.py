@@ -60,8 +60,8 @@ from pubsub_cache.events.types import ItemsListed
 from pubsub_cache.migrations.api import ensure_schema
 from pubsub_cache.ops.bench.payloads import atom_entry
 from pubsub_cache.ops.bench.report import print_table
+from pubsub_cache.ops.dev.xmpp_server import LocalXmppServer
 from pubsub_cache.ops.scratch import scratch_postgres, sqlite_url
-from pubsub_cache.ops.xmpp_server import LocalXmppServer
 from pubsub_cache.projector.analysers import default_registry
 from pubsub_cache.projector.runner import Projector
 from pubsub_cache.projector.schema import pubsub_item, pubsub_node
@@ -135,8 +135,8 @@ def run(*, quick: bool, items: int | None, repeat: int | None, postgres_url: str
 
     Raises :class:`BenchFailure` when a result is wrong (the CLI exits with status 1).
     """
-    from pubsub_cache.ops.ejabberd import LocalEjabberd
-    from pubsub_cache.ops.prosody import LocalProsody
+    from pubsub_cache.ops.dev.ejabberd import LocalEjabberd
+    from pubsub_cache.ops.dev.prosody import LocalProsody
 
     plan = QUICK if quick else DEFAULT
     if items is not None:

@@ -1,7 +1,7 @@
 -- pubsub-cache: a self-contained, throwaway Prosody 0.12 for tests, development and the demo.
 --
 -- Never use it for a real server: no TLS, plaintext auth allowed, everything in memory but the
--- accounts. Start it through pubsub_cache.ops.prosody.LocalProsody, or by hand:
+-- accounts. Start it through pubsub_cache.ops.dev.prosody.LocalProsody, or by hand:
 --
 --   PUBSUB_CACHE_PROSODY_DIR=/tmp/p PUBSUB_CACHE_PROSODY_PORT=5299 \
 --   PUBSUB_CACHE_PROSODY_ADMINS=publisher@localhost prosody -F --config ops/dev/prosody.cfg.lua

@@ -19,7 +19,7 @@ from helpers import published
 from pubsub_cache.events.limits import MAX_TEXT
 from pubsub_cache.events.log import EventLog
 from pubsub_cache.ops import cli_errors
-from pubsub_cache.ops.prosody import LocalProsody
+from pubsub_cache.ops.dev.prosody import LocalProsody
 from pubsub_cache.ops.scratch import sqlite_url
 from pubsub_cache.projector.analysers import default_registry
 from pubsub_cache.projector.runner import Projector

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 
 from helpers import ACCOUNT, NODE, SERVICE, atom
 from pubsub_cache.events import Item
-from pubsub_cache.ops.prosody import LocalProsody
+from pubsub_cache.ops.dev.prosody import LocalProsody
 from pubsub_cache.projector.schema import pubsub_item
 from pubsub_cache.query import BlockingQuery, InvalidQuery, NotCached, Query
 from pubsub_cache.xmpp.client import PubsubClient

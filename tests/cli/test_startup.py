@@ -134,6 +134,7 @@ NOT_ON_THE_CACHED_READ = (
     "pubsub_cache.query.blocking",
     "pubsub_cache.query.search",
     "anyio.from_thread",
+    "pubsub_cache.ops.dev",
 )
 
 
@@ -197,3 +198,22 @@ def test_the_partial_key_index_is_partial_on_both_engines(engine: Engine) -> Non
     options = indexes["ix_pubsub_item_key_number"]["dialect_options"]
     where = str(options[f"{engine.dialect.name}_where"])
     assert " ".join(where.strip("()").split()).lower() == "value_num is not null"
+
+
+def test_no_runtime_module_imports_the_dev_tooling() -> None:
+    # Every module but the benchmarks' and the dev tooling's own (and Alembic's env, which runs
+    # only under Alembic), imported in a fresh interpreter: the throwaway servers of ops/dev are
+    # for tests and benchmarks only.
+    program = """
+import pkgutil, importlib, sys
+import pubsub_cache
+for info in pkgutil.walk_packages(pubsub_cache.__path__, "pubsub_cache."):
+    skipped = ("pubsub_cache.ops.bench", "pubsub_cache.ops.dev", "pubsub_cache.migrations.env")
+    if not info.name.startswith(skipped):
+        importlib.import_module(info.name)
+print(sorted(name for name in sys.modules if name.startswith("pubsub_cache.ops.dev.")))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert result.stdout.strip() == "[]"

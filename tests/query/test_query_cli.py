@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from pubsub_cache.events import CachePurged, CacheReset
 from pubsub_cache.events.log import EventLog
 from pubsub_cache.ops.cli import main
-from pubsub_cache.ops.prosody import LocalProsody
+from pubsub_cache.ops.dev.prosody import LocalProsody
 from pubsub_cache.projector.analysers import default_registry
 from pubsub_cache.projector.runner import Projector
 from pubsub_cache.query import BlockingQuery

@@ -20,7 +20,7 @@ from pubsub_cache.events import AnyEvent, SyncCompleted, SyncPageFetched, SyncSt
 from pubsub_cache.events.db import create_engine
 from pubsub_cache.events.log import EventLog
 from pubsub_cache.migrations.api import ensure_schema
-from pubsub_cache.ops.prosody import LocalProsody
+from pubsub_cache.ops.dev.prosody import LocalProsody
 from pubsub_cache.ops.scratch import sqlite_url
 from pubsub_cache.projector.analysers import default_registry
 from pubsub_cache.projector.runner import Projector

@@ -20,8 +20,8 @@ from sqlalchemy.engine import Engine
 from pubsub_cache.events.log import EventLog
 from pubsub_cache.events.types import SyncRequested
 from pubsub_cache.ops.cli_daemon import serve_accounts, xmpp_accounts
+from pubsub_cache.ops.dev.prosody import LocalProsody
 from pubsub_cache.ops.metrics import render
-from pubsub_cache.ops.prosody import LocalProsody
 from pubsub_cache.ops.settings import load_settings
 from pubsub_cache.projector.schema import ingest_lease
 from pubsub_cache.projector.status import AccountStatus, read_status

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Engine
 from pubsub_cache.events.log import EventLog
 from pubsub_cache.events.types import SyncRequested
 from pubsub_cache.ops.cli_daemon import serve_accounts
-from pubsub_cache.ops.prosody import LocalProsody
+from pubsub_cache.ops.dev.prosody import LocalProsody
 from pubsub_cache.projector.schema import pubsub_item, pubsub_node
 from pubsub_cache.xmpp.accounts import IngestPool
 from pubsub_cache.xmpp.client import session

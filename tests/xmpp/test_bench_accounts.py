@@ -17,7 +17,7 @@ import pytest
 
 from pubsub_cache.ops.bench import accounts
 from pubsub_cache.ops.bench.report import BenchFailure
-from pubsub_cache.ops.prosody import LocalProsody
+from pubsub_cache.ops.dev.prosody import LocalProsody
 
 pytestmark = [pytest.mark.xmpp, pytest.mark.slow]
 

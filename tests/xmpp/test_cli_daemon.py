@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from pubsub_cache.events.db import create_engine
 from pubsub_cache.events.log import EventLog
 from pubsub_cache.events.types import SyncCompleted, SyncRequested
-from pubsub_cache.ops.prosody import LocalProsody
+from pubsub_cache.ops.dev.prosody import LocalProsody
 from pubsub_cache.ops.scratch import sqlite_url
 from pubsub_cache.xmpp.client import PubsubClient
 from pubsub_cache.xmpp.ingest import XmppAccount

@@ -20,7 +20,7 @@ from pubsub_cache.events.types import (
     NodeEvent,
     NodePurged,
 )
-from pubsub_cache.ops.prosody import (
+from pubsub_cache.ops.dev.prosody import (
     LocalProsody,
     ProsodyNotInstalled,
     ProsodyStartFailed,

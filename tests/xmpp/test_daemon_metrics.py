@@ -10,8 +10,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import Engine
 
+from pubsub_cache.ops.dev.prosody import LocalProsody
 from pubsub_cache.ops.metrics import serve_metrics
-from pubsub_cache.ops.prosody import LocalProsody
 from pubsub_cache.xmpp.pubsub import PubsubClient
 from xmpp_fixtures import NewAccount, eventually, running_daemon, session_of
 from xmpp_fixtures import cached_items as cached

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from pg_proxy import ProxiedDatabase, proxied_postgres
-from pubsub_cache.ops.prosody import LocalProsody
+from pubsub_cache.ops.dev.prosody import LocalProsody
 from pubsub_cache.xmpp.client import PubsubClient
 from xmpp_fixtures import NewAccount, cached_items, eventually, running_daemon
 

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from fidelity import Node, assert_answers_equal, cached_page, converged, listing_of, settled
-from pubsub_cache.ops.xmpp_server import LocalXmppServer
+from pubsub_cache.ops.dev.xmpp_server import LocalXmppServer
 from pubsub_cache.query import Page
 from pubsub_cache.xmpp import ingest
 from pubsub_cache.xmpp.client import PubsubClient

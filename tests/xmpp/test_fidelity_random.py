@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from fidelity import Node, assert_answers_equal, cached, converged, listing_of, live_listing
-from pubsub_cache.ops.xmpp_server import LocalXmppServer
+from pubsub_cache.ops.dev.xmpp_server import LocalXmppServer
 from pubsub_cache.query import Page
 from pubsub_cache.xmpp.client import PubsubClient
 from pubsub_cache.xmpp.directory import NodeRef

@@ -19,7 +19,7 @@ from pubsub_cache.events.types import (
     SyncRequested,
     SyncStarted,
 )
-from pubsub_cache.ops.prosody import LocalProsody
+from pubsub_cache.ops.dev.prosody import LocalProsody
 from pubsub_cache.projector.analysers import default_registry
 from pubsub_cache.projector.runner import Projector
 from pubsub_cache.projector.schema import pubsub_counter

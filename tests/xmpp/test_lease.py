@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from pubsub_cache.events.log import EventLog
 from pubsub_cache.events.types import ItemsPublished
 from pubsub_cache.ops.cli_daemon import serve
-from pubsub_cache.ops.prosody import LocalProsody
+from pubsub_cache.ops.dev.prosody import LocalProsody
 from pubsub_cache.projector.schema import ingest_lease
 from pubsub_cache.xmpp.client import PubsubClient
 from pubsub_cache.xmpp.ingest import Ingest, XmppAccount

@@ -1,5 +1,5 @@
-"""The throwaway local servers (ops/prosody.py, ops/ejabberd.py) keep the promises of
-:class:`~pubsub_cache.ops.xmpp_server.LocalXmppServer`, each test once on each server."""
+"""The throwaway local servers (ops/dev/prosody.py, ops/dev/ejabberd.py) keep the promises of
+:class:`~pubsub_cache.ops.dev.xmpp_server.LocalXmppServer`, each test once on each server."""
 
 from __future__ import annotations
 
@@ -11,9 +11,13 @@ import anyio
 import pytest
 
 from pubsub_cache.errors import PubsubCacheError
-from pubsub_cache.ops.ejabberd import EjabberdPortInUse, EjabberdWorkdirUnreachable, LocalEjabberd
-from pubsub_cache.ops.prosody import LocalProsody, ProsodyStartFailed
-from pubsub_cache.ops.xmpp_server import LocalXmppServer
+from pubsub_cache.ops.dev.ejabberd import (
+    EjabberdPortInUse,
+    EjabberdWorkdirUnreachable,
+    LocalEjabberd,
+)
+from pubsub_cache.ops.dev.prosody import LocalProsody, ProsodyStartFailed
+from pubsub_cache.ops.dev.xmpp_server import LocalXmppServer
 from pubsub_cache.xmpp.errors import XmppRequestError
 from xmpp_fixtures import password_of, session_on
 

@@ -21,7 +21,7 @@ from pubsub_cache.events.types import (
     NotificationRejected,
     SyncCompleted,
 )
-from pubsub_cache.ops.prosody import LocalProsody
+from pubsub_cache.ops.dev.prosody import LocalProsody
 from pubsub_cache.projector.schema import pubsub_counter
 from pubsub_cache.xmpp.client import PubsubClient
 from pubsub_cache.xmpp.errors import XmppProtocolError

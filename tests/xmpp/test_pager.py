@@ -11,7 +11,7 @@ import pytest
 from slixmpp import Iq
 from slixmpp.exceptions import IqError, IqTimeout
 
-from pubsub_cache.ops.prosody import LocalProsody
+from pubsub_cache.ops.dev.prosody import LocalProsody
 from pubsub_cache.xmpp.client import PubsubClient
 from pubsub_cache.xmpp.errors import XmppProtocolError, XmppRequestError, XmppTimeout
 from pubsub_cache.xmpp.pager import FetchNotFinished, FetchOutcome, NodeFetch, Page, fetch_all

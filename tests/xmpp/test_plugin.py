@@ -23,7 +23,7 @@ from slixmpp.exceptions import IqError
 from sqlalchemy.engine import Engine
 
 from helpers import atom
-from pubsub_cache.ops.prosody import LocalProsody
+from pubsub_cache.ops.dev.prosody import LocalProsody
 from pubsub_cache.xmpp.ingest import XmppAccount
 from pubsub_cache.xmpp.lease import IngestLease
 from pubsub_cache.xmpp.plugin import embedded_cache

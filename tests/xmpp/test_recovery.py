@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from pg_proxy import PgProxy
 from pubsub_cache.events.log import EventLog
 from pubsub_cache.events.types import Event, ItemsPublished, SyncFailed, SyncStarted
-from pubsub_cache.ops.prosody import LocalProsody
+from pubsub_cache.ops.dev.prosody import LocalProsody
 from pubsub_cache.projector.analysers import default_registry
 from pubsub_cache.projector.runner import Projector
 from pubsub_cache.xmpp import ingest as ingest_module

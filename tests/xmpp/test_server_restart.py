@@ -11,7 +11,7 @@ import anyio.to_thread
 import pytest
 from sqlalchemy.engine import Engine
 
-from pubsub_cache.ops.prosody import LocalProsody
+from pubsub_cache.ops.dev.prosody import LocalProsody
 from pubsub_cache.xmpp.backoff import Backoff
 from xmpp_fixtures import FAST, account_on, cached_items, eventually, running_daemon, session_of
 

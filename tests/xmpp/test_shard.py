@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from pubsub_cache.events.log import EventLog
 from pubsub_cache.events.types import ItemsPublished
 from pubsub_cache.ops.cli_daemon import serve_accounts
-from pubsub_cache.ops.prosody import LocalProsody
+from pubsub_cache.ops.dev.prosody import LocalProsody
 from pubsub_cache.ops.shard import Shard, shard_of
 from pubsub_cache.projector.status import AccountStatus, read_status
 from pubsub_cache.xmpp.accounts import IngestPool

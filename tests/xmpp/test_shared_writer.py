@@ -22,7 +22,7 @@ from helpers import published
 from pubsub_cache.events.log import EventLog
 from pubsub_cache.events.types import Item, SyncFailed, SyncRequested
 from pubsub_cache.ops.cli_daemon import serve_accounts
-from pubsub_cache.ops.prosody import LocalProsody
+from pubsub_cache.ops.dev.prosody import LocalProsody
 from pubsub_cache.projector.schema import ingest_lease
 from pubsub_cache.xmpp.accounts import IngestPool
 from pubsub_cache.xmpp.client import PubsubClient

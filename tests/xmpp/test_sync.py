@@ -24,7 +24,7 @@ from pubsub_cache.events.types import (
     SyncPageFetched,
     SyncStarted,
 )
-from pubsub_cache.ops.prosody import LocalProsody
+from pubsub_cache.ops.dev.prosody import LocalProsody
 from pubsub_cache.xmpp import sync
 from pubsub_cache.xmpp.client import PubsubClient
 from pubsub_cache.xmpp.sync import sync_node

@@ -66,7 +66,7 @@ class ProsodyCommandFailed(ProsodyError):
 
 def default_config() -> Path:
     """The packaged ``ops/dev/prosody.cfg.lua``."""
-    return Path(str(resources.files("pubsub_cache.ops") / "dev" / "prosody.cfg.lua"))
+    return Path(str(resources.files("pubsub_cache.ops.dev") / "prosody.cfg.lua"))
 
 
 class LocalProsody(ServerLifecycle):

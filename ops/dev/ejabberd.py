@@ -1,5 +1,5 @@
 """A throwaway ejabberd on loopback for tests and development: the twin of
-:class:`~pubsub_cache.ops.prosody.LocalProsody` (the surface of :mod:`.xmpp_server`).
+:class:`~pubsub_cache.ops.dev.prosody.LocalProsody` (the surface of :mod:`.xmpp_server`).
 
 It runs ``ejabberdctl ... foreground`` with ``ops/dev/ejabberd.yml`` (copied into the working
 directory; a small overlay sets its macros) on a free loopback c2s port. ejabberd 23.01 facts it
@@ -92,12 +92,12 @@ class EjabberdCommandFailed(EjabberdError):
 
 def default_config() -> Path:
     """``ops/dev/ejabberd.yml``: packaged, or next to this module's source file."""
-    packaged = Path(str(resources.files("pubsub_cache.ops") / "dev" / "ejabberd.yml"))
+    packaged = Path(str(resources.files("pubsub_cache.ops.dev") / "ejabberd.yml"))
     if packaged.exists():
         return packaged
     # The strict editable install links only declared package data; its .py files are links
     # into the source tree, where the config always is.
-    return Path(__file__).resolve().parent / "dev" / "ejabberd.yml"
+    return Path(__file__).resolve().parent / "ejabberd.yml"
 
 
 class LocalEjabberd(ServerLifecycle):
