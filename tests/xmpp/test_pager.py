@@ -206,9 +206,15 @@ class _FakeIq:
     ) -> _FakeIq:
         assert self._request is not None
         self.xml = self._service.answer(self._request)
-        if callback is not None:  # as slixmpp does: on a result, before the caller resumes
+        if callback is not None:  # as slixmpp does: on the reply, before the caller resumes
             callback(self)
         return self
+
+    def __getitem__(self, key: str) -> str:
+        # The callback checks the reply's type, as slixmpp's Iq gives it; this service only
+        # answers results.
+        assert key == "type"
+        return "result"
 
 
 class _FakeJid:
