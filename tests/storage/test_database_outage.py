@@ -30,6 +30,7 @@ from pubsub_cache.projector.runner import Projector
 from pubsub_cache.projector.schema import parked_event, projector_checkpoint
 from pubsub_cache.xmpp.backoff import Backoff
 from pubsub_cache.xmpp.writer import EventWriter
+from tests_support import scrape
 from xmpp_fixtures import cached_items, eventually
 
 pytestmark = pytest.mark.anyio
@@ -200,17 +201,10 @@ async def test_stopping_the_writer_during_an_outage_does_not_wait_for_the_databa
     assert "1 events not appended" in caplog.text
 
 
-async def scrape(port: int) -> str:
-    """One HTTP request to the metrics endpoint; the whole answer."""
-    async with await anyio.connect_tcp("127.0.0.1", port) as stream:
-        await stream.send(b"GET /metrics HTTP/1.0\r\n\r\n")
-        chunks = []
-        try:
-            while True:
-                chunks.append(await stream.receive())
-        except anyio.EndOfStream:
-            pass
-    return b"".join(chunks).decode()
+async def answer_of(port: int) -> str:
+    """The metrics endpoint's whole answer: status line, headers and body."""
+    head, body = await scrape(port)
+    return f"{head}\r\n\r\n{body}"
 
 
 async def test_metrics_answer_503_while_the_database_is_away_and_do_not_stop(
@@ -219,13 +213,13 @@ async def test_metrics_answer_503_while_the_database_is_away_and_do_not_stop(
     caplog.set_level(logging.INFO, logger="pubsub_cache.ops.metrics")
     async with anyio.create_task_group() as group:
         port = await group.start(serve_metrics, db.engine, 0)
-        assert (await scrape(port)).startswith("HTTP/1.0 200")
+        assert (await answer_of(port)).startswith("HTTP/1.0 200")
 
         db.proxy.go_down()
         for _ in range(3):
-            assert (await scrape(port)).startswith("HTTP/1.0 503")
+            assert (await answer_of(port)).startswith("HTTP/1.0 503")
         db.proxy.come_back()
-        answer = await scrape(port)
+        answer = await answer_of(port)
         group.cancel_scope.cancel()
 
     assert answer.startswith("HTTP/1.0 200")

@@ -26,6 +26,7 @@ from pubsub_cache.projector.analysers import default_registry
 from pubsub_cache.projector.runner import Projector
 from pubsub_cache.projector.schema import ingest_account
 from pubsub_cache.projector.status import read_status
+from tests_support import scrape
 
 pytestmark = pytest.mark.anyio
 
@@ -33,22 +34,6 @@ pytestmark = pytest.mark.anyio
 ODD_ACCOUNT = 'say "hi"\\ to\nme@example.org'
 
 MetricsServer = Callable[[str], Awaitable[int]]
-
-
-async def scrape(host: str, port: int) -> tuple[str, str]:
-    """One HTTP GET of the endpoint: (status line and headers, body)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    async with await anyio.connect_tcp(host, port) as stream:
-        assert stream.extra(anyio.abc.SocketAttribute.family) == family
-        await stream.send(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
-        chunks = []
-        try:
-            while True:
-                chunks.append(await stream.receive())
-        except anyio.EndOfStream:
-            pass
-    head, _, body = b"".join(chunks).decode().partition("\r\n\r\n")
-    return head, body
 
 
 def samples(text: str) -> dict[str, list[Sample]]:
@@ -106,7 +91,7 @@ async def test_a_scrape_has_help_and_type_escapes_labels_and_counts_what_happene
         projector = Projector(engine, registry=default_registry(), log=event_log)
         await anyio.to_thread.run_sync(projector.catch_up)
         projector.release()
-        head, body = await scrape("127.0.0.1", port)
+        head, body = await scrape(port)
         group.cancel_scope.cancel()
     event_log.close()
 
@@ -149,7 +134,7 @@ async def test_the_endpoint_listens_on_the_address_it_is_given(engine: Engine, h
         pytest.skip("no IPv6 on this machine")
     async with anyio.create_task_group() as group:
         port = await group.start(serve_metrics, engine, 0, host)
-        head, body = await scrape(host, port)
+        head, body = await scrape(port, host)
         with pytest.raises(OSError, match=r"connection attempts failed|refused"):  # not elsewhere
             await anyio.connect_tcp("127.0.0.1" if host != "127.0.0.1" else "::1", port)
         group.cancel_scope.cancel()

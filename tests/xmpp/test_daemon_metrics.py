@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 from pubsub_cache.ops.dev.prosody import LocalProsody
 from pubsub_cache.ops.metrics import serve_metrics
 from pubsub_cache.xmpp.pubsub import PubsubClient
+from tests_support import scrape
 from xmpp_fixtures import NewAccount, eventually, running_daemon, session_of
 from xmpp_fixtures import cached_items as cached
 
@@ -33,17 +34,9 @@ def own_words(record: logging.LogRecord) -> str:
     return str(record.msg) % shown if shown else record.getMessage()
 
 
-async def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+async def samples_of(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Every sample of the endpoint, by name and sorted labels."""
-    async with await anyio.connect_tcp("127.0.0.1", port) as stream:
-        await stream.send(b"GET /metrics HTTP/1.0\r\n\r\n")
-        chunks = []
-        try:
-            while True:
-                chunks.append(await stream.receive())
-        except anyio.EndOfStream:
-            pass
-    body = b"".join(chunks).decode().partition("\r\n\r\n")[2]
+    _head, body = await scrape(port)
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(body)
@@ -80,7 +73,7 @@ async def test_syncs_and_notifications_are_counted_by_the_daemon(
                 )
                 rejected = ("pubsub_cache_notifications_rejected_total", (("reason", "full-jid"),))
                 await eventually(lambda: daemon.notifications >= 2)
-            metrics = await scrape(port)
+            metrics = await samples_of(port)
         group.cancel_scope.cancel()
 
     assert metrics["pubsub_cache_syncs_total", (("outcome", "COMPLETED"),)] >= 1
