@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
+from pathlib import Path
 
 import anyio
 import anyio.abc
 import pytest
 
 POSTGRES_ENV = "PUBSUB_CACHE_TEST_POSTGRES_URL"
+
+#: The console script, as a user or a supervisor runs it (the venv's ``pubsub-cache``).
+SCRIPT = str(Path(sys.executable).parent / "pubsub-cache")
 
 
 def postgres_url_or_skip() -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,8 +16,7 @@ from pubsub_cache.events.log import EventLog
 from pubsub_cache.events.transfer import export_log
 from pubsub_cache.migrations.api import ensure_schema
 from pubsub_cache.ops.scratch import sqlite_url
-
-SCRIPT = str(Path(sys.executable).parent / "pubsub-cache")
+from tests_support import SCRIPT
 
 #: (arguments, extra settings, what the one line must name); ``{tmp}`` is the test's folder.
 Case = tuple[list[str], dict[str, str], str]

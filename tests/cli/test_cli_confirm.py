@@ -9,9 +9,7 @@ import json
 import os
 import select
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import msgspec
 import pytest
@@ -28,8 +26,8 @@ from pubsub_cache.projector.parking import park
 from pubsub_cache.projector.runner import Projector
 from pubsub_cache.projector.schema import pubsub_item, pubsub_node
 from pubsub_cache.query.watch import as_change
+from tests_support import SCRIPT
 
-SCRIPT = str(Path(sys.executable).parent / "pubsub-cache")
 JULIET = "juliet@capulet.lit"
 
 

@@ -9,7 +9,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,9 +25,9 @@ from pubsub_cache.projector.runner import Projector
 from pubsub_cache.projector.schema import pubsub_item
 from pubsub_cache.xmpp.client import PubsubClient
 from pubsub_cache.xmpp.ingest import XmppAccount
+from tests_support import SCRIPT
 from xmpp_fixtures import NewAccount
 
-SCRIPT = str(Path(sys.executable).parent / "pubsub-cache")
 UNIT = Path(cli_errors.__file__).parent / "systemd" / "pubsub-cache.service"
 
 

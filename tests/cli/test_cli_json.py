@@ -7,7 +7,6 @@ import io
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,7 @@ from pubsub_cache.events.log import EventLog
 from pubsub_cache.migrations.api import ensure_schema
 from pubsub_cache.ops.progress import Reporter
 from pubsub_cache.ops.scratch import sqlite_url
-
-SCRIPT = str(Path(sys.executable).parent / "pubsub-cache")
+from tests_support import SCRIPT
 
 
 def run_json(*args: str, url: str, status: int = 0) -> Any:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,9 +23,8 @@ from pubsub_cache.ops.dev.prosody import LocalProsody
 from pubsub_cache.projector.schema import pubsub_item
 from pubsub_cache.query import BlockingQuery, InvalidQuery, NotCached, Query
 from pubsub_cache.xmpp.client import PubsubClient
+from tests_support import SCRIPT
 from xmpp_fixtures import NewAccount
-
-SCRIPT = str(Path(sys.executable).parent / "pubsub-cache")
 
 
 def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

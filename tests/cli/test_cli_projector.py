@@ -7,10 +7,8 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
@@ -19,8 +17,7 @@ from sqlalchemy.engine import Engine
 from helpers import published
 from pubsub_cache.events.log import EventLog
 from pubsub_cache.projector.schema import ingest_account, ingest_lease, projector_checkpoint
-
-CLI = str(Path(sys.executable).parent / "pubsub-cache")
+from tests_support import SCRIPT as CLI
 
 
 def environment(url: str, **extra: str) -> dict[str, str]:

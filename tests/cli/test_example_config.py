@@ -7,15 +7,14 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
 from pubsub_cache.ops import cli_errors
 from pubsub_cache.ops.settings import load_settings
+from tests_support import SCRIPT
 
 EXAMPLE = Path(cli_errors.__file__).parent / "example.toml"
-SCRIPT = str(Path(sys.executable).parent / "pubsub-cache")
 
 
 def test_every_key_the_example_shows_is_a_setting(tmp_path: Path) -> None:

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from pubsub_cache.ops.settings import ConfigError, load_settings
-
-CLI = str(Path(sys.executable).parent / "pubsub-cache")
+from tests_support import SCRIPT as CLI
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,11 +20,10 @@ from pubsub_cache.ops.dev.prosody import LocalProsody
 from pubsub_cache.ops.scratch import sqlite_url
 from pubsub_cache.xmpp.client import PubsubClient
 from pubsub_cache.xmpp.ingest import XmppAccount
+from tests_support import SCRIPT
 from xmpp_fixtures import NewAccount, cached_node
 
 pytestmark = pytest.mark.xmpp
-
-SCRIPT = str(Path(sys.executable).parent / "pubsub-cache")
 
 
 def environment(database_url: str, account: XmppAccount | None = None) -> dict[str, str]:

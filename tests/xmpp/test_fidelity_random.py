@@ -12,12 +12,10 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from pathlib import Path
 
 import anyio
 import pytest
@@ -29,13 +27,13 @@ from pubsub_cache.query import Page
 from pubsub_cache.xmpp.client import PubsubClient
 from pubsub_cache.xmpp.directory import NodeRef
 from pubsub_cache.xmpp.ingest import Ingest, XmppAccount
+from tests_support import SCRIPT
 from xmpp_fixtures import account_on, running_daemon, session_on
 
 pytestmark = [pytest.mark.anyio, pytest.mark.xmpp]
 
 ATOM = "http://www.w3.org/2005/Atom"
 STEPS = 24
-SCRIPT = str(Path(sys.executable).parent / "pubsub-cache")
 
 
 def entry(title: str) -> str:

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import anyio
 import pytest
@@ -25,12 +24,12 @@ from pubsub_cache.projector.schema import ingest_lease
 from pubsub_cache.xmpp.client import PubsubClient
 from pubsub_cache.xmpp.ingest import Ingest, XmppAccount
 from pubsub_cache.xmpp.lease import Holder, IngestLease, new_owner
+from tests_support import SCRIPT
 from xmpp_fixtures import FAST, NewAccount, cached_items, cached_node, eventually, running_daemon
 
 pytestmark = pytest.mark.xmpp
 
 ACCOUNT = "cache@example.org"
-SCRIPT = str(Path(sys.executable).parent / "pubsub-cache")
 TTL = 1.0
 OPTIONS = dataclasses.replace(FAST, lease_ttl=TTL)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -26,11 +25,10 @@ from pubsub_cache.projector.status import AccountStatus, read_status
 from pubsub_cache.xmpp.client import PubsubClient
 from pubsub_cache.xmpp.ingest import XmppAccount
 from pubsub_cache.xmpp.lease import DEFAULT_TTL
+from tests_support import SCRIPT
 from xmpp_fixtures import cached_items, eventually, password_of
 
 pytestmark = [pytest.mark.anyio, pytest.mark.xmpp]
-
-SCRIPT = str(Path(sys.executable).parent / "pubsub-cache")
 
 
 def register(prosody: LocalProsody, count: int) -> list[XmppAccount]:

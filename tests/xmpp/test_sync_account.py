@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
 from pubsub_cache.events.log import EventLog
 from pubsub_cache.events.types import SyncRequested
-
-SCRIPT = str(Path(sys.executable).parent / "pubsub-cache")
+from tests_support import SCRIPT
 
 
 def sync(engine: Engine, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
