@@ -66,7 +66,7 @@ def xmpp_account_of(account: AccountSettings) -> XmppAccount:
 
     return XmppAccount(
         jid=account.jid,
-        password=account.password,
+        password=account.secret(),
         host=account.xmpp_host,
         port=account.xmpp_port,
         tls=account.xmpp_tls,

@@ -120,7 +120,7 @@ def get(
         "order_by": order,
         "source": "live" if no_cache else "auto",
     }
-    credentials = None if cache_only else credentials_of(app, viewer)
+    credentials = None if cache_only else app.settings.account(viewer)
     if no_cache and credentials is None:
         raise click.UsageError(
             f"--no-cache reads live, and {viewer} has no password configured "
@@ -153,14 +153,6 @@ def get(
             click.echo(f"… and {more:,} more: -M/--max N or --all")
 
 
-def credentials_of(app: AppContext, account: str) -> AccountSettings | None:
-    """The configured account ``account`` (its password and server), or ``None``."""
-    for configured in app.settings.all_accounts():
-        if configured.jid == account:
-            return configured
-    return None
-
-
 async def _get(
     app: AppContext,
     account: str,
@@ -184,7 +176,7 @@ async def _get(
 
         async with session(
             credentials.jid,
-            credentials.password,
+            credentials.secret(),  # a password_command runs only now, reading live
             host=credentials.xmpp_host,
             port=credentials.xmpp_port,
             tls=credentials.xmpp_tls,

@@ -75,14 +75,14 @@ def sync(
 
 
 def _sync_here(app: AppContext, jid: str, service: str, node: str, *, as_json: bool) -> None:
-    configured = {each.jid: each for each in app.settings.all_accounts()}
-    if jid not in configured:
+    configured = app.settings.account(jid)
+    if configured is None:
         if jid == app.settings.jid:
             app.settings.require_account()  # names what to set (the password)
         raise ConfigError(
             f"{PREFIX}PASSWORD", f"sync --now as {jid} needs its password: configure the account"
         )
-    account = xmpp_account_of(configured[jid])
+    account = xmpp_account_of(configured)
     event_log = app.event_log()
     with Reporter(f"sync {node}", unit="items") as report:
         try:

@@ -1,16 +1,19 @@
 """An account's password, from the accounts file: given inline, read from a file, or printed by
 a command (a secret manager: ``password_command = ["pass", "show", "xmpp/romeo"]``).
 
-Exactly one of the three is given. A command runs when the accounts file is read (at start-up
-and at each SIGHUP, so a rotated secret is picked up by a reload), without a shell, in the
-accounts file's folder, with no input; the first line it prints is the password. Anything that
-goes wrong is a :class:`ValueError` naming the key and the cause, never the secret.
+Exactly one of the three is given. A command is checked when the accounts file is read, and run
+only when a connection needs the password (the daemon's start and each SIGHUP, so a rotated
+secret is picked up by a reload; ``sync --now``; a live read): a cached read never wakes the
+secret manager. It runs without a shell, in the accounts file's folder, with no input; the first
+line it prints is the password. Anything that goes wrong is a :class:`ValueError` naming the key
+and the cause, never the secret.
 """
 
 from __future__ import annotations
 
 import subprocess
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 #: Seconds a password command may take (a secret manager may ask an agent).
@@ -19,9 +22,21 @@ COMMAND_TIMEOUT = 30.0
 PASSWORD_KEYS = ("password", "password_file", "password_command")
 
 
-def account_password(entry: Mapping[str, object], folder: Path) -> str:
-    """The password ``entry`` gives by one of :data:`PASSWORD_KEYS`; relative paths are taken
-    from ``folder`` (the accounts file's)."""
+@dataclass(frozen=True)
+class PasswordCommand:
+    """A program (and its arguments) that prints the password, run in ``folder``."""
+
+    argv: tuple[str, ...]
+    folder: Path
+
+    def run(self) -> str:
+        """The first line the program prints, or a :class:`ValueError` saying what went wrong."""
+        return _run(list(self.argv), self.folder)
+
+
+def account_password(entry: Mapping[str, object], folder: Path) -> str | PasswordCommand:
+    """The password ``entry`` gives by one of :data:`PASSWORD_KEYS` (a command is returned
+    checked, not run); relative paths are taken from ``folder`` (the accounts file's)."""
     given = [key for key in PASSWORD_KEYS if entry.get(key) is not None]
     if len(given) != 1:
         raise ValueError("give one of password, password_file or password_command")
@@ -40,7 +55,7 @@ def account_password(entry: Mapping[str, object], folder: Path) -> str:
             f"password_command: expected a list of strings (the program, then its arguments), "
             f"got {value!r}"
         )
-    return _run([str(argument) for argument in value], folder)
+    return PasswordCommand(tuple(str(argument) for argument in value), folder)
 
 
 def _resolve(path: Path, folder: Path) -> Path:

@@ -29,7 +29,7 @@ from typing import Literal, cast
 from pubsub_cache.errors import PubsubCacheError
 
 from .jid import bare_jid
-from .secrets import PASSWORD_KEYS, account_password
+from .secrets import PASSWORD_KEYS, PasswordCommand, account_password
 
 PREFIX = "PUBSUB_CACHE_"
 TlsMode = Literal["starttls", "direct", "none"]
@@ -60,10 +60,21 @@ class AccountSettings:
     """One account of the daemon: its JID, password and how to reach its server."""
 
     jid: str
-    password: str = field(repr=False)
+    password: str = field(default="", repr=False)
+    password_command: PasswordCommand | None = None
     xmpp_host: str | None = None
     xmpp_port: int | None = None
     xmpp_tls: TlsMode = "starttls"
+
+    def secret(self) -> str:
+        """The password: as given, or printed by ``password_command``, run now (when a
+        connection needs it); a failing command is a :class:`ConfigError` naming the account."""
+        if self.password_command is None:
+            return self.password
+        try:
+            return self.password_command.run()
+        except ValueError as exc:
+            raise ConfigError(_label("accounts_file"), f"account {self.jid}: {exc}") from None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,6 +115,10 @@ class Settings:
                 ),
             )
         return single + self.accounts
+
+    def account(self, jid: str) -> AccountSettings | None:
+        """The configured account ``jid`` (its password and server), or ``None``."""
+        return next((each for each in self.all_accounts() if each.jid == jid), None)
 
     def require_account(self) -> tuple[str, str]:
         """The JID and password, or a :class:`ConfigError` saying what to set."""
@@ -196,9 +211,11 @@ def _account(entry: object, shared: AccountSettings, folder: Path) -> AccountSet
     if not jid:
         raise ValueError("no jid")
     jid = bare_jid(jid)
+    password = account_password(entry, folder)
     return AccountSettings(
         jid=jid,
-        password=account_password(entry, folder),
+        password=password if isinstance(password, str) else "",
+        password_command=None if isinstance(password, str) else password,
         xmpp_host=_text(entry, "xmpp_host") or shared.xmpp_host,
         xmpp_port=_port(entry, "xmpp_port") or shared.xmpp_port,
         xmpp_tls=cast(TlsMode, _choice(entry, "xmpp_tls", _TLS_MODES, default=shared.xmpp_tls)),

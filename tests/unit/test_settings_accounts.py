@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from pubsub_cache.ops.cli_daemon import xmpp_accounts
 from pubsub_cache.ops.settings import AccountSettings, ConfigError, load_settings
 
 
@@ -81,19 +82,6 @@ ONE = '[[account]]\njid = "a@b.org"\npassword = "p"\n'
         ('[[account]]\njid = "a@b.org"\npassword_command = "pass"\n', "expected a list of str"),
         ('[[account]]\njid = "a@b.org"\npassword_command = []\n', "expected a list of strings"),
         (
-            '[[account]]\njid = "a@b.org"\npassword_command = ["no-such-program-here"]\n',
-            "password_command: no-such-program-here not found",
-        ),
-        (
-            '[[account]]\njid = "a@b.org"\n'
-            'password_command = ["sh", "-c", "echo locked >&2; exit 3"]\n',
-            "password_command: sh exited with 3: locked",
-        ),
-        (
-            '[[account]]\njid = "a@b.org"\npassword_command = ["true"]\n',
-            "password_command: true printed no password",
-        ),
-        (
             ONE + '[[account]]\njid = "x"\npassword = "p"\n',
             "account 2 \\(x\\): expected a bare JID",
         ),
@@ -130,14 +118,47 @@ def test_a_password_command_gives_the_first_line_it_prints_run_in_the_files_fold
     (tmp_path / "vault").write_text("s3cret\nmetadata: not the password\n")
     accounts = settings_with(
         tmp_path,
-        '[[account]]\njid = "a@b.org"\npassword_command = ["cat", "vault"]\n',
+        '[[account]]\njid = "a@b.org"\npassword_command = ["sh", "-c", "touch asked; cat vault"]\n',
     )
-    assert [(a.jid, a.password) for a in accounts] == [("a@b.org", "s3cret")]
+    # Reading the settings (every command does) does not wake the secret manager.
+    assert not (tmp_path / "asked").exists()
+    assert [(a.jid, a.secret()) for a in accounts] == [("a@b.org", "s3cret")]
+    assert (tmp_path / "asked").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        ('["no-such-program-here"]', "password_command: no-such-program-here not found"),
+        ('["sh", "-c", "echo locked >&2; exit 3"]', "password_command: sh exited with 3: locked"),
+        ('["true"]', "password_command: true printed no password"),
+    ],
+)
+def test_a_failing_password_command_is_named_in_one_line_when_the_password_is_needed(
+    tmp_path: Path, command: str, message: str
+) -> None:
+    (account,) = settings_with(
+        tmp_path, f'[[account]]\njid = "a@b.org"\npassword_command = {command}\n'
+    )
+    with pytest.raises(ConfigError, match="bad setting PUBSUB_CACHE_ACCOUNTS_FILE") as raised:
+        account.secret()
+    assert "\n" not in str(raised.value)
+    assert raised.match("account a@b.org: " + message)
 
 
 def test_a_password_command_never_shows_the_secret_in_its_error(tmp_path: Path) -> None:
     script = '["sh", "-c", "echo hunter2; exit 1"]'
+    (account,) = settings_with(
+        tmp_path, f'[[account]]\njid = "a@b.org"\npassword_command = {script}\n'
+    )
     with pytest.raises(ConfigError) as raised:
-        settings_with(tmp_path, f'[[account]]\njid = "a@b.org"\npassword_command = {script}\n')
+        account.secret()
     assert "exited with 1" in str(raised.value)
     assert "hunter2" not in str(raised.value)
+
+
+def test_the_daemon_connects_with_what_the_password_command_prints(tmp_path: Path) -> None:
+    path = tmp_path / "accounts.toml"
+    path.write_text('[[account]]\njid = "a@b.org"\npassword_command = ["echo", "from-vault"]\n')
+    settings = load_settings({"PUBSUB_CACHE_ACCOUNTS_FILE": str(path), "HOME": str(tmp_path)})
+    assert [(a.jid, a.password) for a in xmpp_accounts(settings)] == [("a@b.org", "from-vault")]
