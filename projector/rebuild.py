@@ -41,6 +41,7 @@ from pubsub_cache.projector.digest import read_model_digest
 from pubsub_cache.projector.parsers import SEARCHABLE_PATHS
 from pubsub_cache.projector.runner import BATCH_BYTES, NotLeader, Partition, Projector
 from pubsub_cache.projector.schema import (
+    ACCOUNT_FILL,
     LIVE,
     SHADOW_PREFIX,
     ReadModel,
@@ -407,8 +408,11 @@ def _rename_swap(connection: Connection, shadow: ReadModel) -> None:
         )
     # The searchable keys too (kept by triggers on pubsub_item, which the shadow had none of).
     connection.execute(pubsub_item_key.delete())
+    # Their accounts first: the shadow nodes were written without pubsub_account's trigger.
+    connection.exec_driver_sql(ACCOUNT_FILL)
+    columns = ", ".join(column.name for column in pubsub_item_key.c)
     connection.exec_driver_sql(
-        "INSERT INTO pubsub_item_key (item_ref, account, key, value_text, value_num) "
+        f"INSERT INTO pubsub_item_key ({columns}) "
         + item_key_select("sqlite", SEARCHABLE_PATHS, trigger=False)
     )
 

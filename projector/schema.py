@@ -209,39 +209,70 @@ ingest_lease = sa.Table(
     sa.Column("expires", sa.Float, nullable=False, comment="Unix time; renewed while held"),
 )
 
+# The accounts of the read model, numbered: ``pubsub_item_key`` rows carry the number instead of
+# the JID (one small integer in every key row and both of its indexes, not ~20 bytes twice).
+# Filled by a trigger on pubsub_node inserts (migration 0009), so every writer of nodes keeps it;
+# rows are never removed (an account that comes back keeps its number).
+pubsub_account = sa.Table(
+    "pubsub_account",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("jid", sa.Text, nullable=False, unique=True, comment="pubsub_node.account"),
+)
+
+#: Fills ``pubsub_account`` from the nodes there are (a SQLite rebuild's swap, whose shadow
+#: nodes were written without the trigger). ``WHERE true``: SQLite's parser needs it before
+#: ``ON CONFLICT`` in an INSERT ... SELECT.
+ACCOUNT_FILL = (
+    "INSERT INTO pubsub_account (jid) SELECT DISTINCT account FROM pubsub_node WHERE true "
+    "ON CONFLICT (jid) DO NOTHING"
+)
+
 # Search over parsed keys (query/search.py): one row per value of each searchable path of an
 # item (projector/parsers SEARCHABLE_PATHS), and one per scalar element when the value is an
 # array (key ``path[]``: tags become an indexed set). Rows are derived from pubsub_item.parsed
-# by triggers the migrations create (item_key_select below, frozen in 0005), so every writer of
+# by triggers the migrations create (item_key_select below, frozen in 0009), so every writer of
 # pubsub_item (the projector, a rebuild's copy, a test) keeps them; no foreign key, so that a
 # SQLite rebuild can rename pubsub_item away (the swap derives them again). Not in the digest:
 # they are a function of the rows it covers.
+#
+# Narrow rows (migration 0009): the account and the key are small integers (pubsub_account.id,
+# :func:`key_code`), and the fixed-width columns come first so PostgreSQL pads none of them.
 pubsub_item_key = sa.Table(
     "pubsub_item_key",
     metadata,
     sa.Column("item_ref", Position, nullable=False, comment="pubsub_item.id"),
-    sa.Column("account", sa.Text, nullable=False, comment="the item's node's account"),
-    sa.Column("key", sa.Text, nullable=False, comment="the path, with [] for array elements"),
-    sa.Column("value_text", sa.Text, comment="a string value"),
+    sa.Column("account_id", sa.Integer, nullable=False, comment="pubsub_account.id"),
+    sa.Column("key", sa.SmallInteger, nullable=False, comment="the path's key_code"),
     sa.Column("value_num", sa.Numeric, comment="a number value"),
-    sa.Index("ix_pubsub_item_key_text", "account", "key", "value_text", "item_ref"),
-    # Partial (WHERE value_num IS NOT NULL) on both engines, as migration 0005 creates it; not
+    sa.Column("value_text", sa.Text, comment="a string value"),
+    sa.Index("ix_pubsub_item_key_text", "account_id", "key", "value_text", "item_ref"),
+    # Partial (WHERE value_num IS NOT NULL) on both engines, as migration 0009 creates it; not
     # said here: a ``postgresql_where`` would import SQLAlchemy's PostgreSQL dialect into every
     # program that reads the schema, SQLite's included (tests/cli/test_startup.py pins both).
-    sa.Index("ix_pubsub_item_key_number", "account", "key", "value_num", "item_ref"),
+    sa.Index("ix_pubsub_item_key_number", "account_id", "key", "value_num", "item_ref"),
     sa.Index("ix_pubsub_item_key_item", "item_ref"),
 )
 
 #: A string is indexed when its bytes and the account's fit in this (PostgreSQL's B-tree keeps
-#: entries under ~2.7 kB); a longer one is searched without the index.
+#: entries under ~2.7 kB); a longer one is searched without the index. (The account's bytes
+#: count still, though the rows hold its number: which strings are indexed did not change.)
 KEY_BYTES = 2000
 
 
-def item_key_select(dialect: str, paths: tuple[str, ...], *, trigger: bool) -> str:
-    """The SELECT of ``pubsub_item_key`` rows: of the item a trigger fires for (``new``), or of
-    every item (``trigger=False``, to fill the table). ``paths`` are dotted keys (``author.name``).
+def key_code(paths: tuple[str, ...], path: str, *, element: bool) -> int:
+    """The number ``pubsub_item_key.key`` holds for ``path`` (``path[]`` with ``element``): its
+    place in the searchable ``paths`` (sorted), twice, plus one for array elements. Changing the
+    paths takes a migration that derives every key row again (the codes move)."""
+    return 2 * paths.index(path) + int(element)
 
-    Migration 0005 holds a copy (revision scripts import nothing from the app); a test checks
+
+def item_key_select(dialect: str, paths: tuple[str, ...], *, trigger: bool) -> str:
+    """The SELECT of ``pubsub_item_key`` rows (in the table's column order): of the item a trigger
+    fires for (``new``), or of every item (``trigger=False``, to fill the table). ``paths`` are
+    dotted keys (``author.name``).
+
+    Migration 0009 holds a copy (revision scripts import nothing from the app); a test checks
     that both agree.
     """
     if any(
@@ -250,12 +281,18 @@ def item_key_select(dialect: str, paths: tuple[str, ...], *, trigger: bool) -> s
         raise ValueError(f"searchable paths are dotted keys, got {paths!r}")
     row = "new" if trigger else "i"
     if trigger:
-        source, where = "pubsub_node AS n", "n.id = new.node_id AND new.parsed IS NOT NULL"
+        source = "pubsub_node AS n JOIN pubsub_account AS a ON a.jid = n.account"
+        where = "n.id = new.node_id AND new.parsed IS NOT NULL"
     else:
-        source = "pubsub_item AS i JOIN pubsub_node AS n ON n.id = i.node_id"
+        source = (
+            "pubsub_item AS i JOIN pubsub_node AS n ON n.id = i.node_id "
+            "JOIN pubsub_account AS a ON a.jid = n.account"
+        )
         where = "i.parsed IS NOT NULL"
     if dialect == "sqlite":
-        table = " UNION ALL ".join(f"SELECT '{p}' AS key, '$.{p}' AS path" for p in paths)
+        table = " UNION ALL ".join(
+            f"SELECT {key_code(paths, p, element=False)} AS key, '$.{p}' AS path" for p in paths
+        )
         kind = f"json_type({row}.parsed, p.path)"
         value = f"json_extract({row}.parsed, p.path)"
 
@@ -263,33 +300,35 @@ def item_key_select(dialect: str, paths: tuple[str, ...], *, trigger: bool) -> s
             return f"length(CAST(n.account AS BLOB)) + length(CAST({text} AS BLOB)) <= {KEY_BYTES}"
 
         scalars = (
-            f"SELECT {row}.id, n.account, p.key, CASE WHEN {kind} = 'text' THEN {value} END, "
-            f"CASE WHEN {kind} IN ('integer', 'real') THEN {value} END "
+            f"SELECT {row}.id, a.id, p.key, CASE WHEN {kind} IN ('integer', 'real') THEN {value} "
+            f"END, CASE WHEN {kind} = 'text' THEN {value} END "
             f"FROM {source}, ({table}) AS p WHERE {where} "
             f"AND ({kind} IN ('integer', 'real') OR ({kind} = 'text' AND {fits(value)}))"
         )
         elements = (
-            f"SELECT {row}.id, n.account, p.key || '[]', "
-            "CASE WHEN e.type = 'text' THEN e.value END, "
-            "CASE WHEN e.type IN ('integer', 'real') THEN e.value END "
+            f"SELECT {row}.id, a.id, p.key + 1, "
+            "CASE WHEN e.type IN ('integer', 'real') THEN e.value END, "
+            "CASE WHEN e.type = 'text' THEN e.value END "
             f"FROM {source}, ({table}) AS p, json_each({row}.parsed, p.path) AS e "
             f"WHERE {where} AND {kind} = 'array' "
             f"AND (e.type IN ('integer', 'real') OR (e.type = 'text' AND {fits('e.value')}))"
         )
         return f"{scalars} UNION ALL {elements}"
-    table = ", ".join(f"('{p}', '{{{p.replace('.', ',')}}}'::text[])" for p in paths)
+    table = ", ".join(
+        f"({key_code(paths, p, element=False)}, '{{{p.replace('.', ',')}}}'::text[])" for p in paths
+    )
     found = f"{row}.parsed #> p.path"
     text = "k.value #>> '{}'"
     values = (
         f"SELECT p.key, {found} AS value FROM (VALUES {table}) AS p(key, path) "
-        f"UNION ALL SELECT p.key || '[]', e.value FROM (VALUES {table}) AS p(key, path), "
+        f"UNION ALL SELECT p.key + 1, e.value FROM (VALUES {table}) AS p(key, path), "
         f"jsonb_array_elements(CASE WHEN jsonb_typeof({found}) = 'array' THEN {found} "
         "ELSE '[]'::jsonb END) AS e(value)"
     )
     return (
-        f"SELECT {row}.id, n.account, k.key, "
-        f"CASE WHEN jsonb_typeof(k.value) = 'string' THEN {text} END, "
-        f"CASE WHEN jsonb_typeof(k.value) = 'number' THEN CAST({text} AS numeric) END "
+        f"SELECT {row}.id, a.id, k.key, "
+        f"CASE WHEN jsonb_typeof(k.value) = 'number' THEN CAST({text} AS numeric) END, "
+        f"CASE WHEN jsonb_typeof(k.value) = 'string' THEN {text} END "
         f"FROM {source}, LATERAL ({values}) AS k WHERE {where} "
         "AND (jsonb_typeof(k.value) = 'number' OR (jsonb_typeof(k.value) = 'string' "
         f"AND octet_length(n.account) + octet_length({text}) <= {KEY_BYTES}))"

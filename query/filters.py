@@ -18,10 +18,11 @@ Values are always bound parameters; paths are validated literals (see :mod:`.pat
 
 Indexed: on a path the parsers declare searchable (``SEARCHABLE_PATHS``), ``eq`` and ``in`` of
 strings or numbers, ``contains`` and ``overlap`` read ``pubsub_item_key`` by (account, key,
-value), which holds exactly the string and number values (and array elements, key ``path[]``)
-of those paths: the same answer as the JSON condition, from the matching rows only. Other
-operators, paths and values (booleans, null, a string too long for the index) are conditions
-on each of the account's items, as before.
+value), as numbers for the first two (``pubsub_account``, ``key_code``); it holds exactly the
+string and number values (and array elements, key ``path[]``) of those paths: the same answer
+as the JSON condition, from the matching rows only. Other operators, paths and values
+(booleans, null, a string too long for the index) are conditions on each of the account's
+items, as before.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import msgspec
 import sqlalchemy as sa
 
 from pubsub_cache.projector.parsers import SEARCHABLE_PATHS
-from pubsub_cache.projector.schema import KEY_BYTES
+from pubsub_cache.projector.schema import KEY_BYTES, key_code
 
 from .errors import InvalidFilterValue, InvalidOperator
 from .paths import JsonPath, parse_path
@@ -216,16 +217,18 @@ def _indexed(
             return None
         if isinstance(v, str) and len(v.encode("utf-8", "surrogatepass")) > room:
             return None
-    key = path.text if op in ("eq", "in") else f"{path.text}[]"
+    key = key_code(SEARCHABLE_PATHS, path.text, element=op not in ("eq", "in"))
     if op == "contains":
         found = [_lookup(key, [v], dialect, params, account) for v in dict.fromkeys(values)]
         return "(" + " AND ".join(found) + ")"
     return _lookup(key, values, dialect, params, account)
 
 
-def _lookup(key: str, values: list[Any], dialect: str, params: Params, account: str) -> str:
-    """``pubsub_item.id IN`` the items of ``account`` holding one of ``values`` at ``key``."""
-    where = f"account = {params.bind(account)} AND key = {params.bind(key)}"
+def _lookup(key: int, values: list[Any], dialect: str, params: Params, account: str) -> str:
+    """``pubsub_item.id IN`` the items of ``account`` holding one of ``values`` at ``key`` (a
+    key_code); the account's number is looked up once, inside the statement."""
+    number = f"(SELECT id FROM pubsub_account WHERE jid = {params.bind(account)})"
+    where = f"account_id = {number} AND key = {params.bind(key)}"
     strings = [params.bind(v) for v in values if isinstance(v, str)]
     if dialect == "sqlite":
         numbers = [params.bind(v) for v in values if not isinstance(v, str)]

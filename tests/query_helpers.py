@@ -13,14 +13,30 @@ from sqlalchemy.engine import Engine
 from helpers import ACCOUNT, NODE, SERVICE, T0
 from pubsub_cache.events import Item, SyncRequested
 from pubsub_cache.events.log import EventLog
+from pubsub_cache.projector.parsers import SEARCHABLE_PATHS
 from pubsub_cache.projector.ranks import rank
-from pubsub_cache.projector.schema import pubsub_item, pubsub_node
+from pubsub_cache.projector.schema import key_code, pubsub_item, pubsub_node
 from pubsub_cache.xmpp.errors import XmppError
 from pubsub_cache.xmpp.pubsub import ItemsReply, OnResult, PubsubClient
 
-__all__ = ["ACCOUNT", "NODE", "SERVICE", "FakeService", "ReadModelRows", "sync_requests"]
+__all__ = [
+    "ACCOUNT",
+    "KEY_NAMES",
+    "NODE",
+    "SERVICE",
+    "FakeService",
+    "ReadModelRows",
+    "sync_requests",
+]
 
 BASE = T0.timestamp()
+
+#: ``pubsub_item_key.key`` codes by name (``tags[]`` for the elements of ``tags``).
+KEY_NAMES = {
+    key_code(SEARCHABLE_PATHS, path, element=element): f"{path}{'[]' if element else ''}"
+    for path in SEARCHABLE_PATHS
+    for element in (False, True)
+}
 
 
 class ReadModelRows:

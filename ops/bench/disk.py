@@ -53,7 +53,7 @@ class DiskUse:
     text: float
     """The full-text index (SQLite's FTS5 tables, PostgreSQL's GIN index)."""
     keys: float
-    """``pubsub_item_key`` and its indexes."""
+    """``pubsub_item_key`` and its indexes, and the account numbers (``pubsub_account``)."""
     logical: float
 
     @property
@@ -166,7 +166,7 @@ def _sqlite_use(engine: Engine, count: int) -> DiskUse:
         items=of("pubsub_item"),
         json=float(json),
         text=fts / count,
-        keys=of("pubsub_item_key"),
+        keys=of("pubsub_item_key") + of("pubsub_account"),
         logical=logical,
     )
 
@@ -185,6 +185,9 @@ def _postgres_use(engine: Engine, count: int) -> DiskUse:
             items=items - gin,
             json=size("SELECT sum(pg_column_size(parsed)) FROM pubsub_item"),
             text=gin,
-            keys=size("SELECT pg_total_relation_size('pubsub_item_key')"),
+            keys=size(
+                "SELECT pg_total_relation_size('pubsub_item_key') "
+                "+ pg_total_relation_size('pubsub_account')"
+            ),
             logical=_logical(connection),
         )

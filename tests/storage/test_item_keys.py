@@ -1,7 +1,8 @@
 """``pubsub_item_key`` follows ``pubsub_item`` through every write the projector makes, and a
-database from before migrations 0007 (PostgreSQL's statement-level key triggers) and 0008 (its
-full text from an expression index) upgrades in place with its items still searchable (issue
-12, points 6 and 7).
+database from before migrations 0007 (PostgreSQL's statement-level key triggers), 0008 (its
+full text from an expression index) and 0009 (numbers for the accounts and keys of key rows)
+upgrades in place with its items still searchable (issue 12, points 6 and 7); 0009 converts
+its key rows back on a downgrade.
 
 Key rows are counted here as stored, not joined to their items: a key left behind by a deleted
 item is invisible to a join, and would be found by a search of another item with its id.
@@ -13,6 +14,7 @@ import importlib
 from typing import Any
 
 import sqlalchemy as sa
+from query_helpers import KEY_NAMES, ReadModelRows
 from sqlalchemy.engine import Engine
 
 from helpers import ACCOUNT, atom, published, purged, retracted
@@ -25,6 +27,7 @@ from pubsub_cache.projector.schema import KEY_BYTES, item_key_select
 from pubsub_cache.query import BlockingQuery, Filter
 
 BLOG = "urn:xmpp:microblog:0"
+OTHER = "mercutio@verona.lit"
 
 
 def stored_keys(engine: Engine) -> list[tuple[str, str]]:
@@ -32,9 +35,9 @@ def stored_keys(engine: Engine) -> list[tuple[str, str]]:
     with engine.connect() as connection:
         rows = connection.exec_driver_sql(
             "SELECT i.item_id, k.key, k.value_text FROM pubsub_item_key AS k "
-            "LEFT JOIN pubsub_item AS i ON i.id = k.item_ref ORDER BY 1, 2, 3"
+            "LEFT JOIN pubsub_item AS i ON i.id = k.item_ref"
         )
-        return [(row[0], f"{row[1]}={row[2]}") for row in rows]
+        return sorted(((row[0], f"{KEY_NAMES[row[1]]}={row[2]}") for row in rows), key=repr)
 
 
 def project(engine: Engine) -> None:
@@ -45,12 +48,16 @@ def project(engine: Engine) -> None:
 
 def test_the_statement_triggers_derive_the_keys_the_parsers_declare() -> None:
     migration: Any = importlib.import_module(
-        "pubsub_cache.migrations.versions.0007_statement_key_triggers"
+        "pubsub_cache.migrations.versions.0009_narrow_item_keys"
     )
     assert (migration.PATHS, migration.KEY_BYTES) == (SEARCHABLE_PATHS, KEY_BYTES)
     every = item_key_select("postgresql", SEARCHABLE_PATHS, trigger=False)
     assert migration.select_from("pubsub_item") == every
-    assert migration.select_row() == item_key_select("postgresql", SEARCHABLE_PATHS, trigger=True)
+    # What 0007 froze, the downgrade's statement functions recreate.
+    legacy: Any = importlib.import_module(
+        "pubsub_cache.migrations.versions.0007_statement_key_triggers"
+    )
+    assert migration.select_from("new_items", legacy=True) == legacy.select_from("new_items")
 
 
 def test_keys_follow_the_projectors_upserts_retractions_and_purges(
@@ -121,3 +128,70 @@ def _row_triggers(engine: Engine) -> list[str]:
                 )
             ).scalars()
         )
+
+
+def legacy_keys(engine: Engine, *, converted: bool) -> list[tuple[Any, ...]]:
+    """Every key row as 0005's columns held it (item_ref, account, key name, text, number):
+    read from those columns, or from this revision's (``converted``)."""
+    sql = "SELECT k.item_ref, k.account, k.key, k.value_text, k.value_num FROM pubsub_item_key AS k"
+    if converted:
+        sql = (
+            "SELECT k.item_ref, a.jid, k.key, k.value_text, k.value_num FROM pubsub_item_key AS k "
+            "JOIN pubsub_account AS a ON a.id = k.account_id"
+        )
+    with engine.connect() as connection:
+        rows = connection.exec_driver_sql(sql).all()
+    return sorted(
+        (
+            (
+                row[0],
+                row[1],
+                KEY_NAMES[row[2]] if converted else row[2],
+                row[3],
+                None if row[4] is None else float(row[4]),
+            )
+            for row in rows
+        ),
+        key=repr,
+    )
+
+
+def test_a_database_before_0009_converts_its_keys_to_numbers_and_back(bare_engine: Engine) -> None:
+    api.upgrade(bare_engine, "0008")
+    rows = ReadModelRows(bare_engine)
+    parsed = {
+        "title": "Hello",
+        "tags": ["x", 7, "y", 2.5],
+        "author": {"name": "Juliet", "jid": "juliet@capulet.lit"},
+        "artist": 3,
+        "name": "a name",
+    }
+    nodes = {account: rows.node(account=account) for account in (ACCOUNT, OTHER)}
+    for node in nodes.values():
+        rows.item(node, "a", parsed=parsed)
+        rows.item(node, "b", parsed={"title": 2, "tags": "solo"})
+    before = legacy_keys(bare_engine, converted=False)
+    assert len(before) == 2 * (9 + 2)
+
+    api.upgrade(bare_engine)
+    assert legacy_keys(bare_engine, converted=True) == before
+    # The converted rows are the ones this revision's triggers derive.
+    with bare_engine.begin() as connection:
+        converted = connection.exec_driver_sql("SELECT * FROM pubsub_item_key").all()
+        connection.exec_driver_sql("DELETE FROM pubsub_item_key")
+        connection.exec_driver_sql(
+            "INSERT INTO pubsub_item_key (item_ref, account_id, key, value_num, value_text) "
+            + item_key_select(bare_engine.dialect.name, SEARCHABLE_PATHS, trigger=False)
+        )
+        derived = connection.exec_driver_sql("SELECT * FROM pubsub_item_key").all()
+    assert sorted(derived, key=repr) == sorted(converted, key=repr)
+    with BlockingQuery.open(bare_engine) as query:
+        assert query.search(ACCOUNT, filters=[Filter("tags", "contains", [7, "y"])]).total == 1
+        assert query.search(OTHER, filters=[Filter("title", "eq", 2)]).total == 1
+
+    api.downgrade(bare_engine, "0008")
+    assert legacy_keys(bare_engine, converted=False) == before
+    # 0005's triggers (0007's functions on PostgreSQL) keep the keys again.
+    rows.item(nodes[OTHER], "c", parsed={"title": "C"})
+    after = legacy_keys(bare_engine, converted=False)
+    assert [row[1:] for row in after if row not in before] == [(OTHER, "title", "C", None)]
