@@ -1,6 +1,7 @@
 """Fixtures of the XMPP tests, a pytest plugin loaded by tests/conftest.py: one local Prosody
-for the session, sessions on it, and the daemon running in the test's event loop; one local
-ejabberd for the session too, and ``xmpp_server``, which runs a test once on each server.
+for the session, sessions on it, and the daemon running in the test's event loop (one account,
+or many synced to one node: ``serving``); one local ejabberd for the session too, and
+``xmpp_server``, which runs a test once on each server.
 
 Accounts on both servers: ``publisher`` (server admin: only admins may create nodes on Prosody's
 pubsub component), ``reader`` and ``mallory`` (normal users). Without Prosody (or ejabberd) the
@@ -13,8 +14,9 @@ import functools
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -23,12 +25,15 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from pubsub_cache.ops.cli_daemon import serve
+from pubsub_cache.events.log import EventLog
+from pubsub_cache.events.types import SyncRequested
+from pubsub_cache.ops.cli_daemon import serve, serve_accounts
 from pubsub_cache.ops.dev.ejabberd import APT_INSTALL as EJABBERD_APT_INSTALL
 from pubsub_cache.ops.dev.ejabberd import LocalEjabberd
 from pubsub_cache.ops.dev.prosody import APT_INSTALL, LocalProsody
 from pubsub_cache.ops.dev.xmpp_server import LocalXmppServer
 from pubsub_cache.projector.schema import pubsub_item, pubsub_node
+from pubsub_cache.xmpp.accounts import IngestPool
 from pubsub_cache.xmpp.backoff import Backoff
 from pubsub_cache.xmpp.client import PubsubClient, session
 from pubsub_cache.xmpp.ingest import Ingest, IngestOptions, XmppAccount
@@ -218,6 +223,64 @@ async def running_daemon(
             yield ingest
         finally:
             group.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def serving(
+    server: LocalXmppServer,
+    engine: Engine,
+    count: int,
+    service: str,
+    node: str,
+    *,
+    options: IngestOptions = FAST,
+) -> AsyncIterator[tuple[IngestPool, list[XmppAccount]]]:
+    """``count`` new accounts served by one daemon (as ``pubsub-cache run`` with an accounts
+    file), all connected and synced to ``node``; stopped on leaving the block."""
+    tag = uuid.uuid4().hex[:6]
+    accounts = [account_on(server, f"shared-{tag}-{number}") for number in range(count)]
+    async with anyio.create_task_group() as group:
+        with anyio.fail_after(10):
+            start = functools.partial(
+                serve_accounts, engine, accounts, signals=False, options=options
+            )
+            pool = await group.start(start)
+        try:
+            with anyio.fail_after(30):
+                await pool.wait_until(lambda states: all(s.state == "connected" for s in states))
+            now = datetime.now(UTC)
+            requests = [
+                SyncRequested(account=account.jid, service=service, node=node, observed_at=now)
+                for account in accounts
+            ]
+            await anyio.to_thread.run_sync(EventLog(engine).append, requests)
+            await eventually(lambda: _synced(engine, accounts, service, node), timeout=30)
+            yield pool, accounts
+        finally:
+            group.cancel_scope.cancel()
+
+
+def _synced(engine: Engine, accounts: Sequence[XmppAccount], service: str, node: str) -> bool:
+    return all(
+        (cached_node(engine, account.jid, service, node) or {}).get("sync_state") == "COMPLETED"
+        for account in accounts
+    )
+
+
+def holding(
+    engine: Engine, accounts: Sequence[XmppAccount], service: str, node: str, item: str
+) -> Callable[[], bool]:
+    """Whether every one of ``accounts`` has ``item`` in its view."""
+    return lambda: all(
+        item in cached_items(engine, account.jid, service, node) for account in accounts
+    )
+
+
+async def idle(pool: IngestPool) -> None:
+    """Return once no account of ``pool`` has a sync, fetch or check queued or running."""
+    with anyio.fail_after(10):
+        for ingest in pool.ingests.values():
+            await ingest.wait_idle()
 
 
 async def eventually(check: Callable[[], bool], *, timeout: float = 10.0) -> None:

@@ -5,11 +5,8 @@ transactions, an account that stops leaves the others appending, and a slot an a
 
 from __future__ import annotations
 
-import functools
-import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -20,19 +17,16 @@ from sqlalchemy.engine import Engine
 
 from helpers import published
 from pubsub_cache.events.log import EventLog
-from pubsub_cache.events.types import Item, SyncFailed, SyncRequested
-from pubsub_cache.ops.cli_daemon import serve_accounts
+from pubsub_cache.events.types import Item, SyncFailed
 from pubsub_cache.ops.dev.prosody import LocalProsody
 from pubsub_cache.projector.schema import ingest_lease
-from pubsub_cache.xmpp.accounts import IngestPool
 from pubsub_cache.xmpp.client import PubsubClient
 from pubsub_cache.xmpp.directory import NodeRef
 from pubsub_cache.xmpp.fetcher import PayloadFetcher
-from pubsub_cache.xmpp.ingest import XmppAccount
 from pubsub_cache.xmpp.pubsub import ItemsReply
 from pubsub_cache.xmpp.sync import sync_node, utc_now
 from pubsub_cache.xmpp.writer import EventWriter, GroupCommit
-from xmpp_fixtures import FAST, Connect, account_on, cached_items, cached_node, eventually
+from xmpp_fixtures import Connect, cached_items, eventually, holding, idle, serving
 
 pytestmark = [pytest.mark.anyio, pytest.mark.xmpp]
 
@@ -42,55 +36,6 @@ MANY = 20
 
 def entry(title: str) -> str:
     return f'<entry xmlns="http://www.w3.org/2005/Atom"><title>{title}</title></entry>'
-
-
-@asynccontextmanager
-async def serving(
-    prosody: LocalProsody, engine: Engine, count: int, service: str, node: str
-) -> AsyncIterator[tuple[IngestPool, list[XmppAccount]]]:
-    """``count`` new accounts served by one daemon (as ``pubsub-cache run`` with an accounts
-    file), all connected and synced to ``node``; stopped on leaving the block."""
-    tag = uuid.uuid4().hex[:6]
-    accounts = [account_on(prosody, f"shared-{tag}-{number}") for number in range(count)]
-    async with anyio.create_task_group() as group:
-        with anyio.fail_after(10):
-            serve = functools.partial(serve_accounts, engine, accounts, signals=False, options=FAST)
-            pool = await group.start(serve)
-        try:
-            with anyio.fail_after(30):
-                await pool.wait_until(lambda states: all(s.state == "connected" for s in states))
-            now = datetime.now(UTC)
-            requests = [
-                SyncRequested(account=account.jid, service=service, node=node, observed_at=now)
-                for account in accounts
-            ]
-            await anyio.to_thread.run_sync(EventLog(engine).append, requests)
-            await eventually(lambda: synced(engine, accounts, service, node), timeout=30)
-            yield pool, accounts
-        finally:
-            group.cancel_scope.cancel()
-
-
-def synced(engine: Engine, accounts: Sequence[XmppAccount], service: str, node: str) -> bool:
-    return all(
-        (cached_node(engine, account.jid, service, node) or {}).get("sync_state") == "COMPLETED"
-        for account in accounts
-    )
-
-
-def holding(
-    engine: Engine, accounts: Sequence[XmppAccount], service: str, node: str, item: str
-) -> Callable[[], bool]:
-    """Whether every one of ``accounts`` has ``item`` in its view."""
-    return lambda: all(
-        item in cached_items(engine, account.jid, service, node) for account in accounts
-    )
-
-
-async def idle(pool: IngestPool) -> None:
-    with anyio.fail_after(10):
-        for ingest in pool.ingests.values():
-            await ingest.wait_idle()
 
 
 async def test_a_publication_fanned_out_to_many_accounts_is_a_few_transactions(
