@@ -10,12 +10,13 @@
 Every account has its own ingest, lease (:class:`~.lease.IngestLease`: a second process serving
 the account stands by), reconnection backoff and writer queue (its events in its order); they
 share the event log, one append task (:class:`~.writer.GroupCommit`: a publication fanned out to
-many of them is a few transactions), the read-model directory and a limit on logins in flight
-(:data:`LOGINS`), so that a restart of the server or of the daemon brings no login storm. An
-account's failure (a wrong password at the first connection, a removed account, an unexpected
-error) is logged, kept in :meth:`IngestPool.states` with its reason, and never reaches the
-others (nor does a writer slot it holds: its queue is its own); the account is tried again at
-the next :meth:`IngestPool.update` (SIGHUP) that still lists it.
+many of them is a few transactions), the reconciliation probes (:class:`~.probes.ProbeBoard`:
+that publication is one probe of its node, not one per account), the read-model directory and
+a limit on logins in flight (:data:`LOGINS`), so that a restart of the server or of the daemon
+brings no login storm. An account's failure (a wrong password at the first connection, a
+removed account, an unexpected error) is logged, kept in :meth:`IngestPool.states` with its
+reason, and never reaches the others (nor does a writer slot it holds: its queue is its own);
+the account is tried again at the next :meth:`IngestPool.update` (SIGHUP) that still lists it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from pubsub_cache.events.log import EventLog
 from .directory import NodeDirectory
 from .ingest import Ingest, IngestOptions, XmppAccount
 from .lease import IngestLease, new_owner, publish_states, sweep_states
+from .probes import ProbeBoard
 from .writer import RETRYABLE, GroupCommit
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,8 @@ class IngestPool:
         # One append task for every account: a publication fanned out to many accounts is a
         # few transactions, not one per account contending for the database.
         self.commit = GroupCommit(log)
+        # One reconciliation probe per publication for all the accounts (see .probes).
+        self.probes = ProbeBoard()
         self._directory = directory
         self._options = options or IngestOptions()
         self._logins = anyio.CapacityLimiter(logins)
@@ -197,6 +201,7 @@ class IngestPool:
             on_state=functools.partial(self._set, served),
             logins=self._logins,
             writer=self.commit.writer(),
+            probes=self.probes,
         )
 
     async def _serve(self, served: _Served, previous: anyio.Event | None) -> None:

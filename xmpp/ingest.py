@@ -54,6 +54,7 @@ from .disco import order_from_identities, order_from_listing
 from .errors import XmppConnectError, XmppError
 from .fetcher import PayloadFetcher
 from .lease import DEFAULT_TTL, IngestLease
+from .probes import ProbeBoard
 from .pubsub import PubsubClient
 from .reconcile import ReconcileOptions, Reconciler
 from .scheduler import SyncScheduler
@@ -128,6 +129,7 @@ class Ingest:
         lease: IngestLease | None = None,
         on_state: StateCallback | None = None,
         logins: anyio.CapacityLimiter | None = None,
+        probes: ProbeBoard | None = None,
     ) -> None:
         self.account = account
         self.lease = lease
@@ -152,6 +154,8 @@ class Ingest:
             lambda ref, reason: self.request_sync(ref.service, ref.node, reason),
             self.scheduler.syncing,
             self.options.reconcile,
+            # Shared by the accounts of one process (the pool's): one probe per publication.
+            board=probes if probes is not None else ProbeBoard(),
         )
         self._orders: dict[str, ServiceOrder | None] = {}
         self.sessions = 0

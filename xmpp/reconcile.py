@@ -10,7 +10,9 @@ the node, XEP-0060 §5.5) and compares them with the read model:
   starts with a probe: a server evicts the oldest items first, so when the few oldest items
   the cache holds are still there (one ``<items>`` request naming them), nothing was evicted
   and the listing is skipped. A 10k-item node's listing costs Prosody about as much as its
-  items (``pubsub-cache bench reconcile``); the probe costs a few items;
+  items (``pubsub-cache bench reconcile``); the probe costs a few items. The accounts of one
+  process share their probes (:mod:`.probes`): a publication notified to 200 of them is one
+  probe, not 200;
 - after a configuration notification (Prosody evicts at once when ``max_items`` is lowered);
 - periodically for every synced node.
 
@@ -41,6 +43,7 @@ from pubsub_cache.events.types import ItemsListed
 
 from .directory import NodeDirectory, NodeRef
 from .errors import XmppError, XmppRequestError
+from .probes import ProbeBoard
 from .pubsub import PubsubClient
 from .sync import Clock
 from .writer import EventWriter, Slot
@@ -79,6 +82,8 @@ class ReconcileStats:
     checks: int = 0
     probes: int = 0
     """Checks after a publication that a probe settled without a listing."""
+    probes_shared: int = 0
+    """Of those, the probes answered by another account's request (:mod:`.probes`)."""
     differences: int = 0
     failures: int = 0
     fallbacks: int = 0
@@ -101,7 +106,11 @@ class Reconciler:
     """Whether a sync of the node is on its way: it will set the node right, check later."""
     options: ReconcileOptions = field(default_factory=ReconcileOptions)
     stats: ReconcileStats = field(default_factory=ReconcileStats)
+    board: ProbeBoard = field(default_factory=ProbeBoard)
+    """Probe results, shared by the accounts of a process (one account's own otherwise)."""
     _due: dict[NodeRef, tuple[float, str]] = field(default_factory=dict)
+    _triggers: dict[NodeRef, float] = field(default_factory=dict)
+    """When the last publication notified on each node with a check due was handled."""
     _fallback_at: dict[NodeRef, float] = field(default_factory=dict)
     _wake: anyio.Event = field(default_factory=anyio.Event)
     _running: int = 0
@@ -111,6 +120,7 @@ class Reconciler:
 
     def after_publish(self, ref: NodeRef) -> None:
         """A publication was notified on a synced node."""
+        self._triggers[ref] = time.monotonic()
         self._schedule(ref, self.options.after_publish, "publish")
 
     def after_configuration(self, ref: NodeRef) -> None:
@@ -154,16 +164,27 @@ class Reconciler:
             if self.syncing(ref):
                 self._schedule(ref, max(self.options.after_publish, 0.05), why)
                 continue
+            trigger = self._triggers.pop(ref, None)
             self._running += 1
             try:
-                await self.check(client, ref, why)
+                await self.check(client, ref, why, trigger=trigger)
             finally:
                 self._running -= 1
             await anyio.sleep(self.options.spacing)
 
-    async def check(self, client: PubsubClient, ref: NodeRef, why: str = "request") -> bool:
+    async def check(
+        self,
+        client: PubsubClient,
+        ref: NodeRef,
+        why: str = "request",
+        *,
+        trigger: float | None = None,
+    ) -> bool:
         """Compare the node's ids at the service with the read model; log the listing when
-        they differ. Returns whether a listing was logged."""
+        they differ. Returns whether a listing was logged. ``trigger``: when the notification
+        that asked for the check was handled (:func:`time.monotonic`; by default, now): a
+        probe sent before it tells nothing of it."""
+        trigger = time.monotonic() if trigger is None else trigger
         slots: list[Slot] = []
         event: ItemsListed | None = None
         try:
@@ -173,7 +194,7 @@ class Reconciler:
                 )
                 if limits is not None and limits.max_items is not None:
                     return False  # the projector evicts by the configured limit itself
-                if await self._oldest_still_there(client, ref):
+                if await self._oldest_still_there(client, ref, trigger):
                     self.stats.probes += 1
                     return False
             self.stats.checks += 1
@@ -228,16 +249,23 @@ class Reconciler:
                 self.writer.fill(slots[-1], [event] if event is not None else [])
         return event is not None
 
-    async def _oldest_still_there(self, client: PubsubClient, ref: NodeRef) -> bool:
+    async def _oldest_still_there(self, client: PubsubClient, ref: NodeRef, trigger: float) -> bool:
         oldest = await anyio.to_thread.run_sync(
             self.directory.oldest_item_ids, self.account, ref, self.options.probe
         )
         if not oldest:
             return False  # nothing cached to probe with: list
-        found = await client.get_items_by_id(
-            ref.service, ref.node, oldest, timeout=self.options.timeout
-        )
-        return {item.id for item in found} >= set(oldest)
+
+        async def send() -> list[str]:
+            found = await client.get_items_by_id(
+                ref.service, ref.node, oldest, timeout=self.options.timeout
+            )
+            return [item.id for item in found]
+
+        answer = await self.board.probe(ref, oldest, trigger=trigger, send=send)
+        if answer.shared:
+            self.stats.probes_shared += 1
+        return answer.there
 
     async def _list(
         self, client: PubsubClient, ref: NodeRef, slots: list[Slot]
