@@ -237,7 +237,9 @@ ACCOUNT_FILL = (
 # they are a function of the rows it covers.
 #
 # Narrow rows (migration 0009): the account and the key are small integers (pubsub_account.id,
-# :func:`key_code`), and the fixed-width columns come first so PostgreSQL pads none of them.
+# :func:`key_code`), and the fixed-width columns come first so PostgreSQL pads none of them. The
+# value indexes leave item_ref out, so that PostgreSQL's B-tree deduplication can merge the
+# entries of one value (a search reads item_ref from the rows it finds).
 pubsub_item_key = sa.Table(
     "pubsub_item_key",
     metadata,
@@ -246,11 +248,11 @@ pubsub_item_key = sa.Table(
     sa.Column("key", sa.SmallInteger, nullable=False, comment="the path's key_code"),
     sa.Column("value_num", sa.Numeric, comment="a number value"),
     sa.Column("value_text", sa.Text, comment="a string value"),
-    sa.Index("ix_pubsub_item_key_text", "account_id", "key", "value_text", "item_ref"),
+    sa.Index("ix_pubsub_item_key_text", "account_id", "key", "value_text"),
     # Partial (WHERE value_num IS NOT NULL) on both engines, as migration 0009 creates it; not
     # said here: a ``postgresql_where`` would import SQLAlchemy's PostgreSQL dialect into every
     # program that reads the schema, SQLite's included (tests/cli/test_startup.py pins both).
-    sa.Index("ix_pubsub_item_key_number", "account_id", "key", "value_num", "item_ref"),
+    sa.Index("ix_pubsub_item_key_number", "account_id", "key", "value_num"),
     sa.Index("ix_pubsub_item_key_item", "item_ref"),
 )
 
