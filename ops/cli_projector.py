@@ -20,6 +20,7 @@ from .cli_confirm import confirm, plural
 from .cli_options import POSITIVE, SECONDS, account_option, emit, force_option, json_option
 from .context import AppContext
 from .progress import Reporter
+from .status_text import status_lines
 
 log = logging.getLogger(__name__)
 
@@ -127,37 +128,18 @@ async def _stop_on_signal(scope: anyio.CancelScope) -> None:
 @json_option
 @click.pass_obj
 def status(app: AppContext, as_json: bool) -> None:
-    """Head of the log, each checkpoint's lag, parked events, nodes by sync state."""
+    """Head of the log, each checkpoint's lag, parked events, nodes by sync state.
+
+    Then each account the database knows: its ingest's state and since when, its nodes by
+    sync state, its items, and its events not applied yet.
+    """
     with app.engine(create=False).connect() as connection:
         report = read_status(connection, now=time.time())
     if as_json:
         emit(as_builtins(report))
         return
-    click.echo(f"log head: {report.head}")
-    for point in report.checkpoints:
-        lease = point.lease_owner or "free"
-        click.echo(
-            f"checkpoint {point.name}: position {point.position}, lag {point.lag_events} events "
-            f"/ {point.lag_seconds:.1f} s, lease {lease}"
-        )
-    if not report.checkpoints:
-        click.echo("no projector has run yet")
-    click.echo("nodes: " + ", ".join(f"{state} {n}" for state, n in report.nodes.items()))
-    click.echo(f"items: {report.items}")
-    click.echo(f"parked events: {report.parked}")
-    click.echo(f"rejected notifications: {report.rejected}")
-    click.echo(f"items that did not parse: {report.parse_errors}")
-    if report.rebuild is not None:
-        click.echo(
-            f"rebuild begun, not finished: position {report.rebuild.position} (`replay` resumes it)"
-        )
-    now = time.time()
-    for account in report.accounts:
-        reason = f" ({account.reason})" if account.reason else ""
-        click.echo(
-            f"account {account.account}: {account.state}{reason} "
-            f"for {max(0.0, now - account.since):.0f} s, by {account.owner}"
-        )
+    for line in status_lines(report, now=time.time()):
+        click.echo(line)
 
 
 @click.group()

@@ -45,8 +45,9 @@ from .telemetry import PrometheusTelemetry
 log = logging.getLogger(__name__)
 
 #: The states an account's ingest can be in, each a series of ``pubsub_cache_account_state``
-#: (``stale``: recorded as served by a process that no longer holds the account's lease).
-ACCOUNT_STATES = ("connecting", "connected", "standing-by", "failed", "stopped", "stale")
+#: (``stale``: recorded as served by a process that no longer holds the account's lease;
+#: ``unknown``: cached, or with events, but recorded by no ingest daemon).
+ACCOUNT_STATES = ("connecting", "connected", "standing-by", "failed", "stopped", "stale", "unknown")
 
 
 class StatusCollector(Collector):
@@ -119,7 +120,39 @@ def families(status: Status) -> Iterator[Metric]:
         "account_state_since",
         "Unix time each account entered its state.",
         ["account"],
-        [([account.account], account.since) for account in status.accounts],
+        [
+            ([account.account], account.since)
+            for account in status.accounts
+            if account.since is not None
+        ],
+    )
+    yield _gauges(
+        "account_nodes",
+        "Each account's cached nodes by sync state.",
+        ["account", "state"],
+        [
+            ([account.account, state], count)
+            for account in status.accounts
+            for state, count in account.nodes.items()
+        ],
+    )
+    yield _gauges(
+        "account_items",
+        "Items cached for each account.",
+        ["account"],
+        [([account.account], account.items) for account in status.accounts],
+    )
+    yield _gauges(
+        "account_lag_events",
+        "Each account's events not applied yet (past the lowest projector checkpoint).",
+        ["account"],
+        [([account.account], account.lag_events) for account in status.accounts],
+    )
+    yield _gauges(
+        "account_lag_seconds",
+        "Age of each account's oldest event not applied yet.",
+        ["account"],
+        [([account.account], account.lag_seconds) for account in status.accounts],
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -14,9 +15,10 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import Engine
 
-from helpers import published
+from helpers import ACCOUNT, published
 from pubsub_cache.events.log import EventLog
 from pubsub_cache.projector.schema import ingest_account, ingest_lease, projector_checkpoint
+from pubsub_cache.projector.status import UNKNOWN
 from tests_support import SCRIPT as CLI
 
 
@@ -104,6 +106,11 @@ def test_status_shows_lag_until_the_projector_runs(
     before = status(database_url)
     assert before["head"] == 3
     assert before["checkpoints"] == []
+    accounts = before["accounts"]
+    assert isinstance(accounts, list)
+    (account,) = accounts  # recorded by no daemon; every event waits
+    assert (account["account"], account["state"], account["since"]) == (ACCOUNT, "unknown", None)
+    assert (account["lag_events"], account["items"]) == (3, 0)
     ran = subprocess.run(
         [CLI, "project", "--until-caught-up"],
         capture_output=True,
@@ -125,10 +132,16 @@ def test_status_shows_lag_until_the_projector_runs(
         "PARTIAL": 0,
         "ERROR": 0,
     }
+    accounts = after["accounts"]
+    assert isinstance(accounts, list)
+    (account,) = accounts
+    assert (account["lag_events"], account["lag_seconds"], account["items"]) == (0, 0.0, 3)
+    assert account["nodes"] == after["nodes"]
     event_log.append([published("4")])
     lagging = status(database_url)
     assert lagging["checkpoints"][0]["lag_events"] == 1  # type: ignore[index]
     assert lagging["checkpoints"][0]["lag_seconds"] >= 0  # type: ignore[index]
+    assert lagging["accounts"][0]["lag_events"] == 1  # type: ignore[index]
 
 
 def test_parked_list_says_when_nothing_is_parked(database_url: str, engine: Engine) -> None:
@@ -140,14 +153,20 @@ def test_parked_list_says_when_nothing_is_parked(database_url: str, engine: Engi
 
 
 def test_status_in_text_shows_each_account_and_why_one_failed(
-    database_url: str, engine: Engine
+    database_url: str, engine: Engine, event_log: EventLog
 ) -> None:
+    event_log.append([published("1", account="a@example.org"), published("2", node="n")])
+    projected = subprocess.run(
+        [CLI, "project", "--until-caught-up"], env=environment(database_url), capture_output=True
+    )
+    assert projected.returncode == 0, projected.stderr
+    event_log.append([published("3", account="a@example.org")])
     with engine.begin() as connection:
         connection.execute(
             ingest_account.insert(),
             [
                 {"account": "a@example.org", "owner": "h:1:x", "state": "connected",
-                 "reason": None, "since": time.time()},
+                 "reason": None, "since": time.time() - 300},
                 {"account": "b@example.org", "owner": "h:1:x", "state": "failed",
                  "reason": "authentication failed", "since": time.time()},
             ],
@@ -161,5 +180,18 @@ def test_status_in_text_shows_each_account_and_why_one_failed(
         [CLI, "status"], capture_output=True, text=True, env=environment(database_url), timeout=60
     )
     assert shown.returncode == 0, shown.stderr
-    assert "account a@example.org: connected for" in shown.stdout
-    assert "account b@example.org: failed (authentication failed) for" in shown.stdout
+    lines = shown.stdout.splitlines()
+    table = lines[lines.index("") + 1 :]
+    assert table[0].split() == ["account", "state", "for", "items", "lag", "nodes"]
+    # One row per account (by JID), its reason and recorder below it.
+    assert re.fullmatch(
+        r"a@example\.org +connected +5 min +1 +1 event, oldest \d+ s +NONE 1 · ERROR 0", table[1]
+    ), table[1]
+    assert table[2] == "  recorded by h:1:x"
+    assert re.fullmatch(r"b@example\.org +failed +\d+ s +0 +caught up +ERROR 0", table[3])
+    assert table[4] == "  authentication failed (recorded by h:1:x)"
+    assert re.fullmatch(
+        rf"{re.escape(ACCOUNT)} +unknown +- +1 +caught up +NONE 1 · ERROR 0", table[5]
+    ), table[5]
+    assert table[6] == f"  {UNKNOWN}"
+    assert len(table) == 7

@@ -32,6 +32,7 @@ pytestmark = pytest.mark.anyio
 
 #: An account name no real JID has, holding every character the exposition must escape.
 ODD_ACCOUNT = 'say "hi"\\ to\nme@example.org'
+JULIET = "juliet@capulet.lit"
 
 MetricsServer = Callable[[str], Awaitable[int]]
 
@@ -109,6 +110,14 @@ async def test_a_scrape_has_help_and_type_escapes_labels_and_counts_what_happene
     assert value(found, "pubsub_cache_rejected_notifications_total") == 1
     assert value(found, "pubsub_cache_account_state", account=ODD_ACCOUNT, state="failed") == 1
     assert 'account="say \\"hi\\"\\\\ to\\nme@example.org"' in body  # escaped, as the spec says
+    # Each account's own figures: the one with cached nodes is recorded by no daemon.
+    assert value(found, "pubsub_cache_account_state", account=ACCOUNT, state="unknown") == 1
+    assert value(found, "pubsub_cache_account_items", account=ACCOUNT) == 3
+    for state in ("NONE", "COMPLETED", "ERROR"):
+        whole = value(found, "pubsub_cache_nodes", state=state)
+        assert value(found, "pubsub_cache_account_nodes", account=ACCOUNT, state=state) == whole
+    assert value(found, "pubsub_cache_account_nodes", account=ODD_ACCOUNT, state="NONE") == 0
+    assert value(found, "pubsub_cache_account_lag_events", account=ACCOUNT) == 0
     # Counted by this process while the endpoint served.
     assert value(found, "pubsub_cache_events_appended_total", type="items-published") == 2
     assert value(found, "pubsub_cache_events_appended_total", type="notification-rejected") == 1
@@ -152,3 +161,31 @@ def test_render_is_the_status_alone_in_the_exposition_format(engine: Engine) -> 
     assert value(found, "pubsub_cache_log_head") == 1
     assert value(found, "pubsub_cache_nodes", state="NONE") == 0
     assert not any(name.startswith("process_") for name in found)
+
+
+def test_each_account_has_gauges_of_its_nodes_items_and_lag(engine: Engine) -> None:
+    event_log = EventLog(engine)
+    event_log.append([published("a", "b"), published("x", account=JULIET, node="n")])
+    projector = Projector(engine, registry=default_registry(), log=event_log)
+    projector.catch_up()
+    projector.release()
+    event_log.append([published("y", account=JULIET, node="n"), published("z", node="m")])
+    event_log.close()
+    with engine.begin() as connection:  # event p recorded at 1000 + p
+        connection.execute(event_table.update().values(recorded_at=1000 + event_table.c.position))
+        text = render(read_status(connection, now=2000.0))
+
+    found = samples(text)
+    assert value(found, "pubsub_cache_account_nodes", account=ACCOUNT, state="NONE") == 1
+    assert value(found, "pubsub_cache_account_nodes", account=JULIET, state="NONE") == 1
+    assert value(found, "pubsub_cache_account_nodes", account=JULIET, state="ERROR") == 0
+    assert value(found, "pubsub_cache_account_items", account=ACCOUNT) == 2
+    assert value(found, "pubsub_cache_account_items", account=JULIET) == 1
+    # Positions 3 (Juliet's) and 4 (Romeo's) are not applied yet.
+    assert value(found, "pubsub_cache_account_lag_events", account=ACCOUNT) == 1
+    assert value(found, "pubsub_cache_account_lag_seconds", account=ACCOUNT) == 2000 - 1004
+    assert value(found, "pubsub_cache_account_lag_events", account=JULIET) == 1
+    assert value(found, "pubsub_cache_account_lag_seconds", account=JULIET) == 2000 - 1003
+    # Recorded by no daemon: no time it entered its state.
+    assert value(found, "pubsub_cache_account_state", account=JULIET, state="unknown") == 1
+    assert found["pubsub_cache_account_state_since"] == []

@@ -153,6 +153,7 @@ async def test_a_killed_daemon_s_accounts_show_stale_and_the_next_daemon_clears_
         both = {kept.jid: "connected", dropped.jid: "connected"}
         await eventually(lambda: states(engine) == both, timeout=30)
         dead_owner = recorded(engine)[kept.jid].owner
+        assert dead_owner is not None
         killed.send_signal(signal.SIGKILL)
         killed.wait(10)
 
