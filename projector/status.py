@@ -187,9 +187,11 @@ def _figures(connection: Connection, *, applied: int, head: int, now: float) -> 
     """Each account's nodes by state, items, and events past position ``applied``."""
     figures: dict[str, _Figures] = defaultdict(_Figures)
     node = pubsub_node.c
+    # State first: grouped by account first, SQLite walks the (account, service, node) index
+    # and looks every row up (5x the CPU of a table scan at 100k nodes; PostgreSQL hashes either).
     counted = sa.select(
         node.account, node.sync_state, sa.func.count(), sa.func.sum(node.item_count)
-    ).group_by(node.account, node.sync_state)
+    ).group_by(node.sync_state, node.account)
     for account, state, count, items in connection.execute(counted):
         figures[account].nodes[state] = count
         figures[account].items += int(items or 0)
