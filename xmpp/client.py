@@ -33,7 +33,7 @@ from slixmpp.xmlstream import register_stanza_plugin
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import StanzaPath
 
-from .errors import XmppConnectError
+from .errors import XmppConnectError, XmppError, XmppRequestError
 from .pubsub import ItemsReply, PubsubClient, RsmInfo, SubscriptionState
 
 TlsMode = Literal["starttls", "direct", "none"]
@@ -151,13 +151,40 @@ async def connect(
     if failure is not None:
         await _abandon(xmpp)
         raise fail(failure)
-    if pep_notify:
-        for namespace in pep_notify:
-            xmpp.plugin["xep_0030"].add_feature(f"{namespace}+notify")
-        await xmpp.plugin["xep_0115"].update_caps(broadcast=False)
-    if presence:
-        xmpp.send_presence()
+    try:
+        unusable = await _go_online(xmpp, pep_notify if presence else None, timeout)
+    except BaseException:
+        await _abandon(xmpp)  # cancelled from outside
+        raise
+    if unusable is not None:
+        await _abandon(xmpp)
+        raise fail(unusable)
     return xmpp
+
+
+async def _go_online(
+    xmpp: slixmpp.ClientXMPP, pep_notify: Sequence[str] | None, timeout: float
+) -> str | None:
+    # Announces the +notify interests and sends the initial presence (none when pep_notify is
+    # None). A server handles one stream's stanzas in order: once it answered a ping sent
+    # after the presence, the session is available, so whatever is published from then on
+    # is notified to it. Without that wait, a publish right after connect() returned could
+    # find the account still offline and be seen only by the next read of the node. Returns
+    # why the session is unusable, or None.
+    if pep_notify is None:
+        return None
+    for namespace in pep_notify:
+        xmpp.plugin["xep_0030"].add_feature(f"{namespace}+notify")
+    if pep_notify:
+        await xmpp.plugin["xep_0115"].update_caps(broadcast=False)
+    xmpp.send_presence()
+    try:
+        await PubsubClient(xmpp, timeout=timeout).ping()
+    except XmppRequestError:
+        pass  # an error answer (a server without XEP-0199) is an answer all the same
+    except XmppError as exc:
+        return f"no answer after the initial presence ({exc})"
+    return None
 
 
 def _client(jid: str, password: str, plugins: Sequence[str], tls: TlsMode) -> slixmpp.ClientXMPP:

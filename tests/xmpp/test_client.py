@@ -169,6 +169,32 @@ async def test_notifications_arrive_in_order_through_the_raw_handler(
     assert deleted.redirect is None  # Prosody 0.12 accepts <redirect> on delete but drops it
 
 
+async def test_what_is_published_once_connect_returned_is_notified_to_the_new_session(
+    prosody: LocalProsody,
+    publisher: PubsubClient,
+    connect_as: Connect,
+    node_name: str,
+) -> None:
+    # connect() returns once the server has put the initial presence in effect. Without that
+    # wait, about one publish in ten made right after connect() found the account offline
+    # here (the notification to the bare JID went nowhere).
+    service = prosody.pubsub_service
+    await publisher.create_node(service, node_name)
+    async with connect_as("reader") as reader:
+        assert await reader.subscribe(service, node_name) == "subscribed"
+    missed = []
+    for round_ in range(40):
+        received: list[ET.Element] = []
+        async with connect_as("reader", on_notification=received.append):
+            await publisher.publish(service, node_name, f"i{round_}", "<p xmlns='urn:test'/>")
+            with anyio.move_on_after(2):
+                while not received:
+                    await anyio.sleep(0.005)
+            if not received:
+                missed.append(round_)
+    assert missed == []
+
+
 async def test_node_without_payload_delivery_notifies_items_without_payload(
     prosody: LocalProsody, publisher: PubsubClient, reader: PubsubClient, node_name: str
 ) -> None:
