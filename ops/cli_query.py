@@ -182,6 +182,7 @@ async def _get(
             tls=credentials.xmpp_tls,
             timeout=timeout,
             request_timeout=timeout,
+            presence=False,  # a request and its answer: the account need not show online
         ) as client:
             query.client = client
             return await query.get_items(account, service, node, **request)
