@@ -73,6 +73,7 @@ async def test_syncs_and_notifications_are_counted_by_the_daemon(
                 )
                 rejected = ("pubsub_cache_notifications_rejected_total", (("reason", "full-jid"),))
                 await eventually(lambda: daemon.notifications >= 2)
+            await daemon.wait_idle()  # the rejection's event appended, not only handled
             metrics = await samples_of(port)
         group.cancel_scope.cancel()
 
