@@ -12,7 +12,7 @@ import click
 from pubsub_cache.events.errors import UndecodableEvent
 from pubsub_cache.events.log import RawRecord
 from pubsub_cache.events.transfer import export_log, format_for, import_log, read_export
-from pubsub_cache.projector.compact import compact, lowest_checkpoint
+from pubsub_cache.projector.compact import compact, lowest_checkpoint, sweep_contents
 
 from .cli_errors import EXIT_NO
 from .cli_options import emit, json_option
@@ -108,11 +108,21 @@ def compact_command(app: AppContext, as_json: bool) -> None:
     upto = lowest_checkpoint(engine)
     undecodable: list[UndecodableEvent] = []
     removed = compact(engine, on_undecodable=_reporting(undecodable, "kept", quiet=as_json))
+    contents = sweep_contents(engine)
     if as_json:
         kept = [{"position": error.position, "error": str(error)} for error in undecodable]
-        emit({"removed": removed, "upto": upto, "kept_undecodable": kept})
+        emit(
+            {
+                "removed": removed,
+                "upto": upto,
+                "kept_undecodable": kept,
+                "removed_contents": contents,
+            }
+        )
         return
     click.echo(f"removed {removed} events at or below position {upto}")
+    if contents:
+        click.echo(f"removed {contents} payload contents no item referenced")
     if undecodable:
         click.echo(f"kept {len(undecodable)} undecodable events (see `parked list`)", err=True)
 

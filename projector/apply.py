@@ -41,7 +41,7 @@ from pubsub_cache.events import (
 )
 from pubsub_cache.projector.analysers import Analyser, AnalyserRegistry, NodeInfo
 from pubsub_cache.projector.items import ItemWriter
-from pubsub_cache.projector.payloads import payload_namespace
+from pubsub_cache.projector.payloads import ParseCache, payload_namespace
 from pubsub_cache.projector.ranks import Placement, last_places, rank
 from pubsub_cache.projector.schema import LIVE, ReadModel
 
@@ -103,6 +103,7 @@ class BatchApplier:
         tables: ReadModel = LIVE,
         *,
         owns: OwnsNode | None = None,
+        parse_cache: ParseCache | None = None,
     ) -> None:
         self._connection = connection
         # Commands spanning nodes (CachePurged, CacheReset) reach every partition, each of
@@ -112,7 +113,7 @@ class BatchApplier:
         self._registry = registry
         self._analysers = {analyser.name: analyser for analyser in registry.analysers}
         self._nodes: dict[NodeKey, NodeRow] = {}
-        self._items = ItemWriter(connection, tables)
+        self._items = ItemWriter(connection, tables, parse_cache)
         self._touched: dict[int, tuple[int, float]] = {}
         self._recount: set[int] = set()
         self._added: dict[int, int] = {}
@@ -253,8 +254,9 @@ class BatchApplier:
                 self._items.prefetch(node.id, item_ids)
 
     def finish(self) -> None:
-        """Write what is buffered and the bookkeeping of every node the batch touched."""
-        self._items.flush()
+        """Write what is buffered and the bookkeeping of every node the batch touched, and
+        collect the contents no item references any more."""
+        self._items.collect()
         node = self._tables.node.c
         # Counting a node's rows costs as much as the node is big: only nodes that may have
         # lost some are counted again; the others' counts move by what they gained.

@@ -14,6 +14,10 @@ The first and the last remaining event of each node are always kept: they fix th
 ``created_position`` and ``updated_position`` (and the first payload chose its analyser).
 Rejected-notification events are kept (they are counted). Positions are never reused.
 
+:func:`sweep_contents` deletes the payload contents no item references (a batch collects what
+it released; a content a concurrent writer held then, or items deleted outside the projector,
+e.g. by a node's cascade, leave some behind).
+
 A row that cannot be decoded is kept, and reported (position and error) to ``on_undecodable``
 instead of stopping the compaction of the whole log: ``parked drop`` or a repair deals with it.
 """
@@ -43,7 +47,8 @@ from pubsub_cache.events import (
 from pubsub_cache.events.db import write_transaction
 from pubsub_cache.events.log import EventLog
 from pubsub_cache.events.schema import event_table
-from pubsub_cache.projector.schema import projector_checkpoint
+from pubsub_cache.projector.contents import ContentStore
+from pubsub_cache.projector.schema import projector_checkpoint, pubsub_content, pubsub_item
 
 NodeKey = tuple[str, str, str]
 OnUndecodable = Callable[[UndecodableEvent], None]
@@ -150,3 +155,9 @@ def _all_retracted_later(
     if not isinstance(event, ItemsPublished | SyncPageFetched) or not event.items:
         return False
     return all(retracts.get((key, item.id), 0) > position for item in event.items)
+
+
+def sweep_contents(engine: Engine) -> int:
+    """Delete the ``pubsub_content`` rows no item references; returns how many."""
+    with write_transaction(engine) as connection:
+        return ContentStore(connection, pubsub_content).sweep(pubsub_item)

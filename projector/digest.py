@@ -1,8 +1,9 @@
 """A digest of the read model, to check that a rebuild equals what was followed live.
 
 Rows are identified by their natural keys (account, service, node, item id), never by surrogate
-ids, which differ between databases and rebuilds. Lease, parking and wall-clock columns are left
-out: they describe the projector, not the cache.
+ids, which differ between databases and rebuilds: an item's content (``pubsub_content``) is
+hashed through its join, so two models whose contents got other ids hash equal. Lease, parking
+and wall-clock columns are left out: they describe the projector, not the cache.
 """
 
 from __future__ import annotations
@@ -13,20 +14,28 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from pubsub_cache.projector.schema import pubsub_counter, pubsub_item, pubsub_node
+from pubsub_cache.projector.schema import pubsub_content, pubsub_counter, pubsub_item, pubsub_node
 
 _NODE_COLUMNS = [
     column for column in pubsub_node.c if column.name not in ("id", "sync_requested_position")
 ]
-_ITEM_COLUMNS = [column for column in pubsub_item.c if column.name not in ("id", "node_id")]
+_ITEM_COLUMNS = [
+    column for column in pubsub_item.c if column.name not in ("id", "node_id", "content_id")
+]
+_CONTENT_COLUMNS = [column for column in pubsub_content.c if column.name != "id"]
 
 
 def read_model_digest(connection: Connection, *, tables: dict[str, sa.Table] | None = None) -> str:
     """A hex digest of every node, item and counter (of ``tables``, default the live ones)."""
-    node, item, counter = (
-        (tables["pubsub_node"], tables["pubsub_item"], tables["pubsub_counter"])
+    node, item, counter, content = (
+        (
+            tables["pubsub_node"],
+            tables["pubsub_item"],
+            tables["pubsub_counter"],
+            tables["pubsub_content"],
+        )
         if tables
-        else (pubsub_node, pubsub_item, pubsub_counter)
+        else (pubsub_node, pubsub_item, pubsub_counter, pubsub_content)
     )
     digest = hashlib.sha256()
     encode = msgspec.json.Encoder(order="sorted").encode
@@ -35,9 +44,11 @@ def read_model_digest(connection: Connection, *, tables: dict[str, sa.Table] | N
     for row in connection.execute(sa.select(*node_columns).order_by(*key)):
         digest.update(encode(_normal(row)))
     item_columns = [item.c[c.name] for c in _ITEM_COLUMNS]
+    content_columns = [content.c[c.name] for c in _CONTENT_COLUMNS]
     query = (
-        sa.select(*key, *item_columns)
+        sa.select(*key, *item_columns, *content_columns)
         .join_from(item, node, item.c.node_id == node.c.id)
+        .outerjoin(content, content.c.id == item.c.content_id)
         .order_by(*key, item.c.item_id)
     )
     for row in connection.execute(query):
@@ -53,6 +64,8 @@ def _normal(row: sa.Row[tuple]) -> list[object]:  # type: ignore[type-arg]
 
 
 def _plain(value: object) -> object:
+    if isinstance(value, bytes | memoryview):
+        return bytes(value).hex()
     if isinstance(value, str) and value[:1] in "{[":
         try:
             return msgspec.json.decode(value)

@@ -1,8 +1,12 @@
 """Buffered writes to ``pubsub_item``: upserts keyed by item id, retractions, bulk deletes.
 
 The writer remembers, per (node, item id), what the table holds or will hold after the next
-flush: enough to tell a re-publication of the same payload (only bookkeeping changes,
+flush: enough to tell a re-publication of the same content (only bookkeeping changes,
 invariant 4) from a new or changed item (parsed again and upserted), without a query per item.
+
+Payloads live in ``pubsub_content`` (:mod:`.contents`), once per distinct content: a flush
+inserts the contents its upserts reference, and :meth:`ItemWriter.collect` deletes, at the end
+of the batch, the contents that items it deleted or changed referenced and nothing else does.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from sqlalchemy.engine import Connection
 
 from pubsub_cache.events import Item
 from pubsub_cache.projector.analysers import Analyser
-from pubsub_cache.projector.payloads import parse_columns, payload_hash
+from pubsub_cache.projector.contents import Content, ContentStore
+from pubsub_cache.projector.payloads import NOT_PARSED, ParseCache, content_digest
 from pubsub_cache.projector.ranks import Placement, place
 from pubsub_cache.projector.schema import LIVE, ReadModel
 
@@ -30,7 +35,10 @@ _KEEP_ON_CONFLICT = {"id", "node_id", "item_id", "created_position", "created_at
 class Stored:
     """What the applier needs to know of an item that exists."""
 
-    payload_hash: str | None
+    digest: bytes | None
+    """Of its content (``None``: notify-only)."""
+    content_id: int | None
+    """Its content's row, once written (``None`` too until the flush that writes it)."""
     created_position: int
     created_at: float
     creation_rank: int
@@ -40,9 +48,20 @@ class Stored:
 class ItemWriter:
     """Buffers item changes for one batch on ``connection``; :meth:`flush` writes them."""
 
-    def __init__(self, connection: Connection, tables: ReadModel = LIVE) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        tables: ReadModel = LIVE,
+        parse_cache: ParseCache | None = None,
+    ) -> None:
         self._connection = connection
         self._tables = tables
+        self._contents = ContentStore(connection, tables.content)
+        self._parse_cache = parse_cache if parse_cache is not None else ParseCache()
+        self._new_contents: dict[bytes, Content] = {}
+        """The contents of the buffered upserts, by digest (those still referenced are written)."""
+        self._released: set[int] = set()
+        """Contents that deleted or changed items referenced: collected if nothing else does."""
         self._known: dict[ItemKey, Stored | None] = {}
         self._upserts: dict[ItemKey, list[Any]] = {}
         self._deletes: set[ItemKey] = set()
@@ -66,6 +85,8 @@ class ItemWriter:
                 self._known[(node_id, item_id)] = None
             return
         columns = self._tables.item.c
+        content = self._tables.content
+        joined = self._tables.item.outerjoin(content, content.c.id == columns.content_id)
         for start in range(0, len(wanted), _CHUNK):
             chunk = wanted[start : start + _CHUNK]
             for item_id in chunk:
@@ -73,15 +94,19 @@ class ItemWriter:
             rows = self._connection.execute(
                 sa.select(
                     columns.item_id,
-                    columns.payload_hash,
+                    content.c.digest,
+                    columns.content_id,
                     columns.created_position,
                     columns.created_at,
                     columns.creation_rank,
                     columns.modification_rank,
-                ).where(columns.node_id == node_id, columns.item_id.in_(chunk))
+                )
+                .select_from(joined)
+                .where(columns.node_id == node_id, columns.item_id.in_(chunk))
             )
-            for item_id, *stored in rows:
-                self._known[(node_id, item_id)] = Stored(*stored)
+            for item_id, found, *stored in rows:
+                digest = bytes(found) if found is not None else None
+                self._known[(node_id, item_id)] = Stored(digest, *stored)
 
     def publish(
         self,
@@ -107,8 +132,10 @@ class ItemWriter:
         stored = self._known[key]
         known = None if stored is None else (stored.creation_rank, stored.modification_rank)
         ranks = place(placement, known, service_order)
-        digest = payload_hash(item.payload)
-        if stored is not None and (item.payload is None or stored.payload_hash == digest):
+        parser = analyser.parser if analyser is not None else None
+        name, version = (parser.name, parser.version) if parser is not None else (None, None)
+        digest = None if item.payload is None else content_digest(item.payload, name, version)
+        if stored is not None and (item.payload is None or stored.digest == digest):
             # The same payload again (or a notify-only repeat): bookkeeping only.
             stored.creation_rank, stored.modification_rank = ranks.creation, ranks.modification
             pending = self._upserts.get(key)
@@ -121,26 +148,27 @@ class ItemWriter:
                 synced_by = sync_id or (touched[0] if touched else None)
                 self._touched[key] = [synced_by, *ranks]
             return False
-        parser = analyser.parser if analyser is not None else None
-        columns = parse_columns(item.payload, parser)
+        columns = NOT_PARSED
+        if item.payload is not None and digest is not None:
+            columns = self._parse_cache.columns(digest, item.payload, parser)
+            if digest not in self._new_contents:
+                self._new_contents[digest] = Content(
+                    name, version, columns.parse_error, columns.parsed, item.payload
+                )
         added = stored is None
         if stored is None:
-            stored = Stored(digest, position, when, ranks.creation, ranks.modification)
+            stored = Stored(digest, None, position, when, ranks.creation, ranks.modification)
         else:
-            stored = Stored(digest, stored.created_position, stored.created_at, *ranks[:2])
+            if stored.content_id is not None:
+                self._released.add(stored.content_id)
+            stored = Stored(digest, None, stored.created_position, stored.created_at, *ranks[:2])
         published = columns.published or item.delay
-        has_payload = item.payload is not None
         self._upserts[key] = [
             node_id,
             item.id,
             item.publisher,
-            item.payload,
-            columns.parsed,
-            columns.parse_error,
-            parser.name if parser is not None and has_payload else None,
-            parser.version if parser is not None and has_payload else None,
+            digest,  # the content's id once written (flush)
             columns.text,
-            digest,
             published.timestamp() if published is not None else when,
             stored.created_at,
             when,
@@ -156,6 +184,9 @@ class ItemWriter:
     def retract(self, node_id: int, item_id: str) -> None:
         """Record that the item is gone."""
         key = (node_id, item_id)
+        stored = self._known.get(key)
+        if stored is not None and stored.content_id is not None:
+            self._released.add(stored.content_id)
         self._upserts.pop(key, None)
         self._touched.pop(key, None)
         self._deletes.add(key)
@@ -165,12 +196,22 @@ class ItemWriter:
     def delete_where(self, condition: sa.ColumnElement[bool], *, nodes: Iterable[int]) -> None:
         """Delete every item matching ``condition`` (items of ``nodes`` only) right away."""
         self.flush()
-        self._connection.execute(self._tables.item.delete().where(condition))
+        deleted = self._connection.execute(
+            self._tables.item.delete().where(condition).returning(self._tables.item.c.content_id)
+        )
+        self._released.update(i for i in deleted.scalars() if i is not None)
         affected = set(nodes)
         self.shrunk |= affected
         self._empty -= affected
         for key in [key for key in self._known if key[0] in affected]:
             del self._known[key]
+
+    def collect(self) -> int:
+        """Write everything buffered, then delete the contents that deleted or changed items
+        referenced and no item does any more; returns how many went."""
+        self.flush()
+        released, self._released = self._released, set()
+        return self._contents.collect(self._tables.item, released) if released else 0
 
     def flush(self) -> None:
         """Write everything buffered: deletions first, so a re-publication starts afresh."""
@@ -181,18 +222,36 @@ class ItemWriter:
                 by_node[node_id].append(item_id)
             for node_id, item_ids in by_node.items():
                 for start in range(0, len(item_ids), _CHUNK):
-                    self._connection.execute(
-                        self._tables.item.delete().where(
+                    deleted = self._connection.execute(
+                        self._tables.item.delete()
+                        .where(
                             columns.node_id == node_id,
                             columns.item_id.in_(item_ids[start : start + _CHUNK]),
                         )
+                        .returning(columns.content_id)
                     )
+                    self._released.update(i for i in deleted.scalars() if i is not None)
             self._deletes.clear()
         if self._upserts:
-            self._connection.exec_driver_sql(
-                self._upsert, [tuple(r) for r in self._upserts.values()]
-            )
+            # The contents the upserts reference, and only those (an item published twice in
+            # one batch leaves its first content unwritten).
+            wanted = {
+                row[_CONTENT]: self._new_contents[row[_CONTENT]]
+                for row in self._upserts.values()
+                if row[_CONTENT] is not None
+            }
+            ids = self._contents.ids(wanted)
+            rows = []
+            for key, row in self._upserts.items():
+                digest = row[_CONTENT]
+                content_id = ids[digest] if digest is not None else None
+                stored = self._known.get(key)
+                if stored is not None and stored.digest == digest:
+                    stored.content_id = content_id
+                rows.append((*row[:_CONTENT], content_id, *row[_CONTENT + 1 :]))
+            self._connection.exec_driver_sql(self._upsert, rows)
             self._upserts.clear()
+        self._new_contents.clear()
         if self._touched:
             # synced_by is only ever set here (a notification's repeat keeps the last sync's).
             self._connection.execute(
@@ -226,13 +285,14 @@ class ItemWriter:
 
 #: The columns of an upsert row, in the order :meth:`ItemWriter.publish` builds them.
 _ROW = (
-    "node_id", "item_id", "publisher", "payload", "parsed", "parse_error", "parser",
-    "parser_version", "text", "payload_hash", "published_at", "created_at", "updated_at",
+    "node_id", "item_id", "publisher", "content_id", "text", "published_at", "created_at",
+    "updated_at",
     "created_position", "updated_position", "synced_by",
     "creation_rank", "modification_rank", "service_rank",
 )  # fmt: skip
 
 
+_CONTENT = _ROW.index("content_id")
 _SYNCED_BY = _ROW.index("synced_by")
 _RANKS = slice(_ROW.index("creation_rank"), _ROW.index("service_rank") + 1)
 
@@ -241,8 +301,7 @@ def _upsert_statement(dialect: str, table: str) -> str:
     # Plain SQL through the driver's executemany: Core's per-row parameter processing cost a
     # fifth of the projection rate (ops/bench/project.py). Both databases speak this upsert.
     mark = "%s" if dialect == "postgresql" else "?"
-    cast = "::jsonb" if dialect == "postgresql" else ""
-    values = ", ".join(f"{mark}{cast}" if name == "parsed" else mark for name in _ROW)
+    values = ", ".join(mark for _name in _ROW)
     updates = ", ".join(
         f"{name} = excluded.{name}" for name in _ROW if name not in _KEEP_ON_CONFLICT
     )

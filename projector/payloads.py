@@ -10,6 +10,7 @@ a node analysed by namespace gets its parser, which then records why it did not 
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,7 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from pubsub_cache import telemetry
 from pubsub_cache.projector.parsers import Parser
-from pubsub_cache.projector.schema import pubsub_item, pubsub_node
+from pubsub_cache.projector.schema import pubsub_content, pubsub_item, pubsub_node
 from pubsub_cache.projector.xmlsafe import PayloadParseError, parse_payload
 
 #: How much of a payload that does not parse is read to find its root's namespace (characters).
@@ -42,11 +43,40 @@ class PayloadColumns:
 NOT_PARSED = PayloadColumns(None, None, None, None)
 
 
-def payload_hash(payload: str | None) -> str | None:
-    """A digest identifying the payload, to tell a re-publication from a changed item."""
-    if payload is None:
-        return None
-    return hashlib.blake2b(payload.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+def content_digest(payload: str, parser: str | None, parser_version: int | None) -> bytes:
+    """The 16-byte digest naming a ``pubsub_content`` row: the payload as ``parser`` at
+    ``parser_version`` reads it. Each part is length-prefixed (``None`` has its own mark), so
+    no two distinct triples hash the same bytes by concatenation."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (parser, None if parser_version is None else str(parser_version), payload):
+        if part is None:
+            digest.update(b"\xff" * 8)
+            continue
+        data = part.encode("utf-8", "surrogatepass")
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+    return digest.digest()
+
+
+class ParseCache:
+    """The columns of the last few contents parsed, by digest: the N views of one public node
+    receive the same payload N times, and it is parsed once (the digest names the parser and
+    its version too, so an entry is valid for whoever asks with that digest)."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._entries: OrderedDict[bytes, PayloadColumns] = OrderedDict()
+
+    def columns(self, digest: bytes, payload: str, parser: Parser | None) -> PayloadColumns:
+        """``parse_columns(payload, parser)``, from the cache when ``digest`` was parsed."""
+        found = self._entries.get(digest)
+        if found is not None:
+            self._entries.move_to_end(digest)
+            return found
+        found = self._entries[digest] = parse_columns(payload, parser)
+        if len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+        return found
 
 
 def payload_namespace(payload: str | None) -> str | None:
@@ -134,7 +164,8 @@ def parse_error_count(connectable: Engine | Connection, account: str | None = No
     query = (
         sa.select(sa.func.count())
         .select_from(pubsub_item)
-        .where(pubsub_item.c.parse_error.is_not(None))
+        .join(pubsub_content, pubsub_content.c.id == pubsub_item.c.content_id)
+        .where(pubsub_content.c.parse_error.is_not(None))
     )
     if account is not None:
         query = query.join(pubsub_node, pubsub_node.c.id == pubsub_item.c.node_id).where(

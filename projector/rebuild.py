@@ -131,7 +131,7 @@ class Rebuild:
 
     def prepare(self, *, fresh: bool = False) -> int:
         """Create the shadow tables (emptied when ``fresh``); returns the position to resume at."""
-        tables = [self._shadow.node, self._shadow.item, self._shadow.counter]
+        tables = [self._shadow.node, self._shadow.content, self._shadow.item, self._shadow.counter]
         drop_retired(self._engine)  # left by a swap interrupted before its clean-up
         with write_transaction(self._engine) as connection:
             for table in tables:
@@ -192,7 +192,7 @@ class Rebuild:
             _hand_over_parked(connection, list(live))
             checkpoint.reset(connection, REBUILD)
             if not is_sqlite(connection):
-                for table in (self._shadow.item, self._shadow.counter, self._shadow.node):
+                for table in _drop_order(self._shadow):
                     table.drop(connection)
         self._projector.release()
         return RebuildResult(target, None, None, True, dict.fromkeys(live, target))
@@ -264,7 +264,7 @@ def discard_rebuild(engine: Engine) -> None:
     """Remove a rebuild begun and not finished: shadow tables, checkpoint, parked events."""
     shadow = shadow_read_model(engine.dialect.name)
     with write_transaction(engine) as connection:
-        for table in (shadow.item, shadow.counter, shadow.node):
+        for table in _drop_order(shadow):
             table.drop(connection, checkfirst=True)
         checkpoint.reset(connection, REBUILD)
         connection.execute(parked_event.delete().where(parked_event.c.projector == REBUILD))
@@ -340,11 +340,17 @@ def _as_dict(tables: ReadModel) -> dict[str, sa.Table]:
         "pubsub_node": tables.node,
         "pubsub_item": tables.item,
         "pubsub_counter": tables.counter,
+        "pubsub_content": tables.content,
     }
 
 
+def _drop_order(tables: ReadModel) -> tuple[sa.Table, ...]:
+    """The tables, children first."""
+    return (tables.item, tables.content, tables.counter, tables.node)
+
+
 def _empty(connection: Connection, tables: ReadModel) -> None:
-    for table in (tables.item, tables.counter, tables.node):
+    for table in _drop_order(tables):
         connection.execute(table.delete())
 
 
@@ -353,6 +359,7 @@ def _copy(connection: Connection, source: ReadModel, target: ReadModel) -> None:
     _empty(connection, target)
     for origin, destination in (
         (source.node, target.node),
+        (source.content, target.content),
         (source.item, target.item),
         (source.counter, target.counter),
     ):
@@ -360,7 +367,7 @@ def _copy(connection: Connection, source: ReadModel, target: ReadModel) -> None:
         connection.execute(
             destination.insert().from_select(names, sa.select(*(origin.c[n] for n in names)))
         )
-    for table in (target.node, target.item):
+    for table in (target.node, target.content, target.item):
         connection.exec_driver_sql(
             f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
             f"(SELECT coalesce(max(id), 0) + 1 FROM {table.name}), false)"
@@ -378,10 +385,13 @@ def _rename_swap(connection: Connection, shadow: ReadModel) -> None:
     moved to the new tables from their own SQL, and the search indexes (full text, keys) are
     rebuilt in one pass each.
     """
-    live = [t.name.removeprefix(SHADOW_PREFIX) for t in (shadow.node, shadow.item, shadow.counter)]
+    live = [
+        t.name.removeprefix(SHADOW_PREFIX)
+        for t in (shadow.node, shadow.content, shadow.item, shadow.counter)
+    ]
     kept = connection.exec_driver_sql(
         "SELECT type, name, sql FROM sqlite_master WHERE type IN ('index', 'trigger') "
-        "AND sql IS NOT NULL AND tbl_name IN (?, ?, ?)",
+        "AND sql IS NOT NULL AND tbl_name IN (?, ?, ?, ?)",
         tuple(live),
     ).all()
     for kind, name, _sql in kept:
@@ -390,7 +400,7 @@ def _rename_swap(connection: Connection, shadow: ReadModel) -> None:
         connection.exec_driver_sql(f'ALTER TABLE "{name}" RENAME TO "{RETIRED_PREFIX}{name}"')
     shadow_indexes = connection.exec_driver_sql(
         "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
-        "AND tbl_name IN (?, ?, ?)",
+        "AND tbl_name IN (?, ?, ?, ?)",
         tuple(SHADOW_PREFIX + name for name in live),
     ).scalars()
     for name in list(shadow_indexes):
@@ -420,5 +430,5 @@ def _rename_swap(connection: Connection, shadow: ReadModel) -> None:
 def drop_retired(engine: Engine) -> None:
     """Drop the tables a SQLite swap retired (slow for big tables, so after the swap)."""
     with write_transaction(engine) as connection:
-        for name in ("pubsub_counter", "pubsub_item", "pubsub_node"):
+        for name in ("pubsub_counter", "pubsub_item", "pubsub_content", "pubsub_node"):
             connection.exec_driver_sql(f'DROP TABLE IF EXISTS "{RETIRED_PREFIX}{name}"')

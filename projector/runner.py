@@ -46,6 +46,7 @@ from pubsub_cache.events.schema import event_table
 from pubsub_cache.projector import checkpoint, parking
 from pubsub_cache.projector.analysers import AnalyserRegistry
 from pubsub_cache.projector.apply import BatchApplier, NodeKey, OwnsNode
+from pubsub_cache.projector.payloads import ParseCache
 from pubsub_cache.projector.schema import LIVE, ReadModel
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,8 @@ class Projector:
         self._engine = engine
         self._tables = tables
         self._registry = registry
+        # N views of one public node get one payload N times: parsed once (items.py).
+        self._parse_cache = ParseCache()
         self.name = partition.checkpoint_name(name)
         self._partition = partition
         self._batch_size = batch_size
@@ -345,7 +348,13 @@ class Projector:
             for event_position, event in todo:
                 batch.apply_alone(self._registry, event_position, event)
             return batch
-        applier = BatchApplier(connection, self._registry, self._tables, owns=partition.node_filter)
+        applier = BatchApplier(
+            connection,
+            self._registry,
+            self._tables,
+            owns=partition.node_filter,
+            parse_cache=self._parse_cache,
+        )
         applier.prefetch(event for _, event in todo)
         for event_position, event in todo:
             applier.apply(event_position, event)

@@ -34,6 +34,8 @@ class ReadModel:
     item: sa.Table
     counter: sa.Table
     """Counters kept by the projector, e.g. rejected notifications (``rejected``) per account."""
+    content: sa.Table
+    """The payloads and what their parser derives from them alone, once per distinct content."""
 
 
 def _read_model(metadata: sa.MetaData, prefix: str) -> ReadModel:
@@ -85,14 +87,11 @@ def _read_model(metadata: sa.MetaData, prefix: str) -> ReadModel:
         sa.Column("item_id", sa.Text, nullable=False),
         sa.Column("publisher", sa.Text),
         sa.Column(
-            "payload", sa.Text, comment="raw XML of the payload element; NULL if notify-only"
+            "content_id",
+            Position,
+            comment=f"{prefix}pubsub_content.id; NULL if notify-only (no payload)",
         ),
-        sa.Column("parsed", JSONType, comment="the parser's JSON; NULL if none or parse failed"),
-        sa.Column("parse_error", sa.Text),
-        sa.Column("parser", sa.String(64)),
-        sa.Column("parser_version", sa.Integer),
         sa.Column("text", sa.Text, comment="plain text the parser extracted, for full-text search"),
-        sa.Column("payload_hash", sa.String(64)),
         sa.Column("published_at", sa.Float, nullable=False),
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("updated_at", sa.Float, nullable=False),
@@ -125,6 +124,24 @@ def _read_model(metadata: sa.MetaData, prefix: str) -> ReadModel:
         sa.Index(f"ix_{prefix}pubsub_item_node_modification", "node_id", "modification_rank", "id"),
         sa.Index(f"ix_{prefix}pubsub_item_node_service", "node_id", "service_rank", "id"),
         sa.Index(f"ix_{prefix}pubsub_item_node_published", "node_id", "published_at"),
+        sa.Index(f"ix_{prefix}pubsub_item_content_id", "content_id"),
+    )
+
+    # Content-addressed (migration 0010): the views of one public node by N local accounts hold
+    # N items and one content row per distinct payload. ``digest`` covers the parser, its
+    # version and the payload (projector/payloads.py content_digest): a new parser version makes
+    # new rows. No foreign key from pubsub_item: the projector locks what it references and
+    # collects what nothing references (projector/contents.py).
+    content = sa.Table(
+        f"{prefix}pubsub_content",
+        metadata,
+        sa.Column("id", Position, primary_key=True, autoincrement=True),
+        sa.Column("digest", sa.LargeBinary(16), nullable=False, unique=True),
+        sa.Column("parser", sa.String(64)),
+        sa.Column("parser_version", sa.Integer),
+        sa.Column("parse_error", sa.Text),
+        sa.Column("parsed", JSONType, comment="the parser's JSON; NULL if none or parse failed"),
+        sa.Column("payload", sa.Text, nullable=False, comment="raw XML of the payload element"),
     )
 
     counter = sa.Table(
@@ -134,11 +151,12 @@ def _read_model(metadata: sa.MetaData, prefix: str) -> ReadModel:
         sa.Column("name", sa.String(64), primary_key=True),
         sa.Column("value", sa.BigInteger, nullable=False, server_default="0"),
     )
-    return ReadModel(node, item, counter)
+    return ReadModel(node, item, counter, content)
 
 
 LIVE = _read_model(metadata, "")
 pubsub_node, pubsub_item, pubsub_counter = LIVE.node, LIVE.item, LIVE.counter
+pubsub_content = LIVE.content
 
 #: Prefix of the shadow tables a rebuild fills before swapping them in (``replay``).
 SHADOW_PREFIX = "rebuild_"
@@ -231,7 +249,7 @@ ACCOUNT_FILL = (
 # Search over parsed keys (query/search.py): one row per value of each searchable path of an
 # item (projector/parsers SEARCHABLE_PATHS), and one per scalar element when the value is an
 # array (key ``path[]``: tags become an indexed set). Rows are derived from pubsub_item.parsed
-# by triggers the migrations create (item_key_select below, frozen in 0009), so every writer of
+# by triggers the migrations create (item_key_select below, frozen in 0010), so every writer of
 # pubsub_item (the projector, a rebuild's copy, a test) keeps them; no foreign key, so that a
 # SQLite rebuild can rename pubsub_item away (the swap derives them again). Not in the digest:
 # they are a function of the rows it covers.
@@ -274,7 +292,7 @@ def item_key_select(dialect: str, paths: tuple[str, ...], *, trigger: bool) -> s
     fires for (``new``), or of every item (``trigger=False``, to fill the table). ``paths`` are
     dotted keys (``author.name``).
 
-    Migration 0009 holds a copy (revision scripts import nothing from the app); a test checks
+    Migration 0010 holds a copy (revision scripts import nothing from the app); a test checks
     that both agree.
     """
     if any(
@@ -282,21 +300,27 @@ def item_key_select(dialect: str, paths: tuple[str, ...], *, trigger: bool) -> s
     ):
         raise ValueError(f"searchable paths are dotted keys, got {paths!r}")
     row = "new" if trigger else "i"
+    # The parsed JSON is the item's content's (migration 0010): contents never change, so the
+    # triggers fire on the item's content_id alone.
     if trigger:
-        source = "pubsub_node AS n JOIN pubsub_account AS a ON a.jid = n.account"
-        where = "n.id = new.node_id AND new.parsed IS NOT NULL"
+        source = (
+            "pubsub_node AS n JOIN pubsub_account AS a ON a.jid = n.account "
+            "JOIN pubsub_content AS c ON c.id = new.content_id"
+        )
+        where = "n.id = new.node_id AND c.parsed IS NOT NULL"
     else:
         source = (
             "pubsub_item AS i JOIN pubsub_node AS n ON n.id = i.node_id "
-            "JOIN pubsub_account AS a ON a.jid = n.account"
+            "JOIN pubsub_account AS a ON a.jid = n.account "
+            "JOIN pubsub_content AS c ON c.id = i.content_id"
         )
-        where = "i.parsed IS NOT NULL"
+        where = "c.parsed IS NOT NULL"
     if dialect == "sqlite":
         table = " UNION ALL ".join(
             f"SELECT {key_code(paths, p, element=False)} AS key, '$.{p}' AS path" for p in paths
         )
-        kind = f"json_type({row}.parsed, p.path)"
-        value = f"json_extract({row}.parsed, p.path)"
+        kind = "json_type(c.parsed, p.path)"
+        value = "json_extract(c.parsed, p.path)"
 
         def fits(text: str) -> str:
             return f"length(CAST(n.account AS BLOB)) + length(CAST({text} AS BLOB)) <= {KEY_BYTES}"
@@ -311,7 +335,7 @@ def item_key_select(dialect: str, paths: tuple[str, ...], *, trigger: bool) -> s
             f"SELECT {row}.id, a.id, p.key + 1, "
             "CASE WHEN e.type IN ('integer', 'real') THEN e.value END, "
             "CASE WHEN e.type = 'text' THEN e.value END "
-            f"FROM {source}, ({table}) AS p, json_each({row}.parsed, p.path) AS e "
+            f"FROM {source}, ({table}) AS p, json_each(c.parsed, p.path) AS e "
             f"WHERE {where} AND {kind} = 'array' "
             f"AND (e.type IN ('integer', 'real') OR (e.type = 'text' AND {fits('e.value')}))"
         )
@@ -319,7 +343,7 @@ def item_key_select(dialect: str, paths: tuple[str, ...], *, trigger: bool) -> s
     table = ", ".join(
         f"({key_code(paths, p, element=False)}, '{{{p.replace('.', ',')}}}'::text[])" for p in paths
     )
-    found = f"{row}.parsed #> p.path"
+    found = "c.parsed #> p.path"
     text = "k.value #>> '{}'"
     values = (
         f"SELECT p.key, {found} AS value FROM (VALUES {table}) AS p(key, path) "

@@ -23,14 +23,14 @@ from typing import Any, Generic, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from pubsub_cache.projector.schema import pubsub_item, pubsub_node
+from pubsub_cache.projector.schema import pubsub_content, pubsub_item, pubsub_node
 
 from .cache_rows import ItemFields, NodeFields, NodeItemFields
 from .connections import KeptConnections
 from .errors import InvalidQuery, RsmItemNotFound
 from .model import Order, Page, PageItem, RsmRequest
 from .pages import PageReader, partial_answer
-from .rows import NODE_COLUMNS, ORDER_KEYS, NodeRow, item_columns
+from .rows import ITEMS, NODE_COLUMNS, ORDER_KEYS, NodeRow, item_columns
 from .rsm import result_for
 
 _item = pubsub_item.c
@@ -232,6 +232,7 @@ class CacheReader:
         keys = ORDER_KEYS[order]
         return (
             sa.select(*self._columns)
+            .select_from(ITEMS)
             .where(_item.node_id == sa.bindparam("node_id"))
             .order_by(*(key.desc() if descending else key.asc() for key in keys))
             .limit(sa.bindparam("limit"))
@@ -244,9 +245,11 @@ class CacheReader:
         ranked = [key.label(f"key_{n}") for n, key in enumerate(keys)]
         # The JSON is turned into text outside: inside, it would be for every row the sort
         # reads (a whole sync page shares one position), not for the LIMIT's.
-        inner = [_item.parsed if column.name == "parsed" else column for column in self._columns]
+        parsed = pubsub_content.c.parsed
+        inner = [parsed if column.name == "parsed" else column for column in self._columns]
         newest = (
             sa.select(*inner, *ranked)
+            .select_from(ITEMS)
             .where(_item.node_id == _node.id)
             .order_by(*(key.desc() if descending else key.asc() for key in keys))
             .limit(sa.bindparam("limit"))
@@ -270,7 +273,7 @@ class CacheReader:
         joined = pubsub_node.outerjoin(
             pubsub_item,
             sa.and_(_item.node_id == _node.id, _item.item_id == sa.bindparam("item_id")),
-        )
+        ).outerjoin(pubsub_content, pubsub_content.c.id == _item.content_id)
         return sa.select(*NODE_COLUMNS, *self._columns).select_from(joined).where(*_node_key())
 
 

@@ -48,7 +48,7 @@ OPERATORS = (
 _COMPARISONS = {"lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 MAX_VALUES = 1000
 MAX_TEXT = 1000
-_JSON = "pubsub_item.parsed"
+_JSON = "pubsub_content.parsed"  # joined to pubsub_item by query/search.py
 SQLITE_LOWER = "pubsub_cache_lower"
 
 

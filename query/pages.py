@@ -13,7 +13,7 @@ from pubsub_cache.projector.schema import pubsub_item
 
 from .errors import RsmItemNotFound
 from .model import Order, PageItem, RsmRequest, RsmResult
-from .rows import ORDER_KEYS, NodeRow, to_item
+from .rows import ITEMS, ORDER_KEYS, NodeRow, to_item
 from .rsm import result_for, window
 
 _item = pubsub_item.c
@@ -86,7 +86,7 @@ class PageReader:
         limit: int | None = None,
         offset: int = 0,
     ) -> list[PageItem]:
-        statement = sa.select(*self.columns).where(_item.node_id == self.node.id)
+        statement = sa.select(*self.columns).select_from(ITEMS).where(_item.node_id == self.node.id)
         if condition is not None:
             statement = statement.where(condition)
         statement = statement.order_by(*(k.desc() if descending else k for k in self.keys))

@@ -14,12 +14,17 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from pubsub_cache.projector.schema import pubsub_item, pubsub_node
+from pubsub_cache.projector.schema import pubsub_content, pubsub_item, pubsub_node
 
 from .model import PageItem
 
 _item = pubsub_item.c
 _node = pubsub_node.c
+_content = pubsub_content.c
+
+#: What :func:`item_columns` are read from: the item and its content (payload, parsed JSON,
+#: parse error), one row by primary key for each item read.
+ITEMS = pubsub_item.outerjoin(pubsub_content, _content.id == _item.content_id)
 
 ORDER_KEYS: dict[str, tuple[sa.ColumnElement[Any], ...]] = {
     "service": (_item.service_rank, _item.id),
@@ -50,20 +55,20 @@ class NodeRow:
 def parsed_text(dialect: str) -> sa.ColumnElement[Any]:
     """The ``parsed`` column as JSON text, undecoded (the model decodes it on demand)."""
     if dialect == "postgresql":
-        return sa.cast(_item.parsed, sa.Text).label("parsed")
-    return sa.type_coerce(_item.parsed, sa.Text).label("parsed")
+        return sa.cast(_content.parsed, sa.Text).label("parsed")
+    return sa.type_coerce(_content.parsed, sa.Text).label("parsed")
 
 
 def item_columns(dialect: str) -> tuple[sa.ColumnElement[Any], ...]:
-    """The columns :func:`to_item` reads, in its order."""
+    """The columns :func:`to_item` reads, in its order (select them from :data:`ITEMS`)."""
     return (
         _item.item_id,
         _item.publisher,
-        _item.payload,
+        _content.payload,
         parsed_text(dialect),
         _item.published_at,
         _item.updated_at,
-        _item.parse_error,
+        _content.parse_error,
     )
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from pubsub_cache.projector.schema import pubsub_item, pubsub_node
+from pubsub_cache.projector.schema import pubsub_content, pubsub_item, pubsub_node
 
 from .errors import InvalidOrder, InvalidPath, InvalidQuery
 from .filters import SQLITE_LOWER, Filter, Params, filter_clause
@@ -44,7 +44,7 @@ MAX_WORDS = 32
 #: Full text is narrowed to at most this many nodes inside the index; beyond, after it.
 MAX_SCOPE = 1000
 _WORD = re.compile(r"[^\W_]+")
-_JSON = "pubsub_item.parsed"
+_JSON = "pubsub_content.parsed"
 
 
 def search(
@@ -87,7 +87,11 @@ def search(
         conditions.append(pubsub_item.c.published_at < _seconds(published_before))
     conditions.extend(filter_clause(spec, dialect, params, account=account) for spec in specs)
     ordering = order_clauses(order_by, dialect)
-    joined = pubsub_item.join(pubsub_node, pubsub_node.c.id == pubsub_item.c.node_id)
+    # The content is joined for its payload and parsed JSON (filters and orders on paths read
+    # it); a count that names neither leaves it out (the join is on its primary key).
+    joined = pubsub_item.join(pubsub_node, pubsub_node.c.id == pubsub_item.c.node_id).outerjoin(
+        pubsub_content, pubsub_content.c.id == pubsub_item.c.content_id
+    )
     with engine.connect() as connection:
         if found_words is not None:
             scope = _scope(connection, on_nodes)

@@ -13,23 +13,73 @@ from sqlalchemy.engine import Engine
 from helpers import ACCOUNT, NODE, SERVICE, T0
 from pubsub_cache.events import Item, SyncRequested
 from pubsub_cache.events.log import EventLog
+from pubsub_cache.projector.jsontype import JSONType
 from pubsub_cache.projector.parsers import SEARCHABLE_PATHS
+from pubsub_cache.projector.payloads import content_digest
 from pubsub_cache.projector.ranks import rank
-from pubsub_cache.projector.schema import key_code, pubsub_item, pubsub_node
+from pubsub_cache.projector.schema import key_code, pubsub_content, pubsub_item, pubsub_node
 from pubsub_cache.xmpp.errors import XmppError
 from pubsub_cache.xmpp.pubsub import ItemsReply, OnResult, PubsubClient
 
 __all__ = [
     "ACCOUNT",
+    "ITEM_ROWS",
     "KEY_NAMES",
     "NODE",
     "SERVICE",
     "FakeService",
     "ReadModelRows",
+    "content_row",
     "sync_requests",
 ]
 
 BASE = T0.timestamp()
+
+#: ``pubsub_item`` with its content's columns, as the items held them before migration 0010:
+#: what tests read items through (``ITEM_ROWS.c.payload``, ``.parsed``, ``.parser``...).
+ITEM_ROWS = (
+    sa.select(
+        pubsub_item,
+        pubsub_content.c.payload,
+        pubsub_content.c.parsed,
+        pubsub_content.c.parse_error,
+        pubsub_content.c.parser,
+        pubsub_content.c.parser_version,
+        pubsub_content.c.digest,
+    )
+    .select_from(
+        pubsub_item.outerjoin(pubsub_content, pubsub_content.c.id == pubsub_item.c.content_id)
+    )
+    .subquery("item_rows")
+)
+
+#: The item table of the revisions before 0010, with the columns tests write.
+_LEGACY_ITEM = sa.table(
+    "pubsub_item",
+    *(sa.column(name) for name in ("node_id", "item_id", "publisher", "payload", "text")),
+    sa.column("parsed", JSONType),
+    *(sa.column(name) for name in ("published_at", "created_at", "updated_at")),
+    *(sa.column(name) for name in ("created_position", "updated_position")),
+    *(sa.column(name) for name in ("creation_rank", "modification_rank", "service_rank")),
+)
+
+
+def content_row(connection: sa.Connection, payload: str, parsed: Any = None) -> int:
+    """The id of a ``pubsub_content`` row holding ``payload`` and ``parsed`` (made if absent)."""
+    digest = content_digest(payload, f"test {parsed!r}", None)  # unique per (payload, parsed)
+    found = connection.execute(
+        sa.select(pubsub_content.c.id).where(pubsub_content.c.digest == digest)
+    ).scalar()
+    if found is not None:
+        return int(found)
+    return int(
+        connection.execute(
+            pubsub_content.insert()
+            .values(digest=digest, parser="test", parsed=parsed, payload=payload)
+            .returning(pubsub_content.c.id)
+        ).scalar_one()
+    )
+
 
 #: ``pubsub_item_key.key`` codes by name (``tags[]`` for the elements of ``tags``).
 KEY_NAMES = {
@@ -106,16 +156,21 @@ class ReadModelRows:
         """An item row (payload defaults to a small XML element naming the item)."""
         created = position if position is not None else self.next_position()
         self.position = max(self.position, created)
+        payload = payload if payload is not None else f"<p xmlns='urn:test'>{item_id}</p>"
         with self.engine.begin() as connection:
+            # Written in the shape of the database's revision (a migration test goes back).
+            columns = {c["name"] for c in sa.inspect(connection).get_columns("pubsub_item")}
+            if "content_id" in columns:
+                table: Any = pubsub_item
+                content: dict[str, Any] = {"content_id": content_row(connection, payload, parsed)}
+            else:
+                table, content = _LEGACY_ITEM, {"payload": payload, "parsed": parsed}
             connection.execute(
-                pubsub_item.insert().values(
+                table.insert().values(
                     node_id=node_id,
                     item_id=item_id,
                     publisher=publisher,
-                    payload=payload
-                    if payload is not None
-                    else f"<p xmlns='urn:test'>{item_id}</p>",
-                    parsed=parsed,
+                    **content,
                     text=text,
                     published_at=BASE + (published if published is not None else created),
                     created_at=BASE + created,

@@ -23,6 +23,7 @@ import anyio
 import anyio.to_thread
 import pytest
 import sqlalchemy as sa
+from query_helpers import ITEM_ROWS
 from sqlalchemy.engine import Engine
 
 from pubsub_cache.events.log import EventLog
@@ -32,7 +33,7 @@ from pubsub_cache.ops.dev.ejabberd import APT_INSTALL as EJABBERD_APT_INSTALL
 from pubsub_cache.ops.dev.ejabberd import LocalEjabberd
 from pubsub_cache.ops.dev.prosody import APT_INSTALL, LocalProsody
 from pubsub_cache.ops.dev.xmpp_server import LocalXmppServer
-from pubsub_cache.projector.schema import pubsub_item, pubsub_node
+from pubsub_cache.projector.schema import pubsub_node
 from pubsub_cache.xmpp.accounts import IngestPool
 from pubsub_cache.xmpp.backoff import Backoff
 from pubsub_cache.xmpp.client import PubsubClient, session
@@ -293,8 +294,8 @@ async def eventually(check: Callable[[], bool], *, timeout: float = 10.0) -> Non
 def cached_items(engine: Engine, account: str, service: str, node: str) -> dict[str, str | None]:
     """The read model's items of a node: item id to payload."""
     query = (
-        sa.select(pubsub_item.c.item_id, pubsub_item.c.payload)
-        .select_from(pubsub_item.join(pubsub_node))
+        sa.select(ITEM_ROWS.c.item_id, ITEM_ROWS.c.payload)
+        .join(pubsub_node, pubsub_node.c.id == ITEM_ROWS.c.node_id)
         .where(
             pubsub_node.c.account == account,
             pubsub_node.c.service == service,

@@ -48,7 +48,7 @@ from pubsub_cache.events.types import SyncRequested
 from pubsub_cache.migrations.api import ensure_schema
 from pubsub_cache.ops.dev.prosody import LocalProsody
 from pubsub_cache.ops.scratch import scratch_postgres, sqlite_url
-from pubsub_cache.projector.schema import pubsub_item, pubsub_node
+from pubsub_cache.projector.schema import pubsub_content, pubsub_item, pubsub_node
 from pubsub_cache.xmpp.client import session
 from pubsub_cache.xmpp.pubsub import PubsubClient
 
@@ -288,8 +288,12 @@ def _check_views(
     engine: Engine, node: str, jids: set[str], payloads: dict[str, str], backend: str
 ) -> None:
     query = (
-        sa.select(pubsub_node.c.account, pubsub_item.c.item_id, pubsub_item.c.payload)
-        .select_from(pubsub_item.join(pubsub_node))
+        sa.select(pubsub_node.c.account, pubsub_item.c.item_id, pubsub_content.c.payload)
+        .select_from(
+            pubsub_item.join(pubsub_node).outerjoin(
+                pubsub_content, pubsub_content.c.id == pubsub_item.c.content_id
+            )
+        )
         .where(pubsub_node.c.node == node)
     )
     with engine.connect() as connection:

@@ -2,10 +2,13 @@
 
 N realistic XEP-0277 items (``payloads.py``, ~800-byte Atom entries, over a few nodes) are
 appended and projected; then each part of the database is measured in bytes per item: the
-event log, the item table (with its B-tree indexes), the parsed JSON inside it, the full-text
+event log, the item and content tables (with their B-tree indexes; migration 0010 moved the
+payload and its parse to ``pubsub_content``), the parsed JSON inside them, the full-text
 index, the search key table. The reference is the *logical row*: the bytes of the values one
-item row holds (payload, JSON, text, ids, numbers), what a bare file of rows would take. The
-ratio is the read model's stored bytes per item (items, full text, keys) over that.
+item holds, its content's through the join (payload, JSON, text, ids, numbers), what a bare
+file of rows would take. The ratio is the read model's stored bytes per item (items and
+contents, full text, keys) over that. Every item has a content of its own here: what the
+contents save on the views of a shared node, ``bench fanout`` measures.
 
 Sizes are what the engines report, taken as they are after the projection: SQLite's ``dbstat``
 (pages of each table and index, free space in them included), PostgreSQL's relation sizes after
@@ -35,10 +38,11 @@ NODES = 4
 #: The item row's values as a plain file of rows would hold them: text as UTF-8, the JSON as
 #: its compact text, each number in 8 bytes (ids, positions, ranks, times).
 _TEXTS = (
-    "item_id", "publisher", "payload", "parsed", "parse_error", "parser", "text",
-    "payload_hash", "synced_by",
+    "i.item_id", "i.publisher", "c.payload", "c.parsed", "c.parse_error", "c.parser", "i.text",
+    "i.synced_by",
 )  # fmt: skip
-_NUMBERS = 11
+_NUMBERS = 12
+_JOINED = "pubsub_item AS i LEFT JOIN pubsub_content AS c ON c.id = i.content_id"
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,7 @@ class DiskUse:
 
     log: float
     items: float
-    """The item table and its B-tree indexes (JSON and text included)."""
+    """The item and content tables and their B-tree indexes (JSON and text included)."""
     json: float
     """The parsed JSON as stored, inside ``items``."""
     text: float
@@ -122,7 +126,7 @@ def _measure(url: str, count: int) -> DiskUse:
 def _check(engine: Engine, count: int) -> None:
     with engine.connect() as connection:
         stored = connection.exec_driver_sql(
-            "SELECT count(*) FROM pubsub_item WHERE parsed IS NOT NULL AND text IS NOT NULL"
+            f"SELECT count(*) FROM {_JOINED} WHERE c.parsed IS NOT NULL AND i.text IS NOT NULL"
         ).scalar_one()
     if stored != count:
         raise BenchFailure(f"the projector stored {stored} parsed items of {count}")
@@ -132,13 +136,13 @@ def _octets(dialect: str, column: str) -> str:
     # SQLite 3.40 has no octet_length; the length of a BLOB is its bytes.
     if dialect == "sqlite":
         return f"length(CAST({column} AS BLOB))"
-    return f"octet_length({column}{'::text' if column == 'parsed' else ''})"
+    return f"octet_length({column}{'::text' if column == 'c.parsed' else ''})"
 
 
 def _logical(connection: Connection) -> float:
     dialect = connection.dialect.name
     values = " + ".join(f"coalesce({_octets(dialect, name)}, 0)" for name in _TEXTS)
-    sql = f"SELECT avg({values} + {8 * _NUMBERS}) FROM pubsub_item"
+    sql = f"SELECT avg({values} + {8 * _NUMBERS}) FROM {_JOINED}"
     return float(connection.exec_driver_sql(sql).scalar_one())
 
 
@@ -153,7 +157,7 @@ def _sqlite_use(engine: Engine, count: int) -> DiskUse:
             ).all()
         )
         json = connection.exec_driver_sql(
-            "SELECT avg(length(CAST(parsed AS BLOB))) FROM pubsub_item"
+            f"SELECT avg(length(CAST(c.parsed AS BLOB))) FROM {_JOINED}"
         ).scalar_one()
         logical = _logical(connection)
 
@@ -163,7 +167,7 @@ def _sqlite_use(engine: Engine, count: int) -> DiskUse:
     fts = sum(size for name, size in pages.items() if name.startswith("pubsub_item_fts"))
     return DiskUse(
         log=of("event"),
-        items=of("pubsub_item"),
+        items=of("pubsub_item") + of("pubsub_content"),
         json=float(json),
         text=fts / count,
         keys=of("pubsub_item_key") + of("pubsub_account"),
@@ -178,12 +182,15 @@ def _postgres_use(engine: Engine, count: int) -> DiskUse:
         def size(sql: str) -> float:
             return float(connection.exec_driver_sql(sql).scalar_one() or 0) / count
 
-        items = size("SELECT pg_total_relation_size('pubsub_item')")
+        items = size(
+            "SELECT pg_total_relation_size('pubsub_item') "
+            "+ pg_total_relation_size('pubsub_content')"
+        )
         gin = size("SELECT pg_relation_size('ix_pubsub_item_search')")
         return DiskUse(
             log=size("SELECT pg_total_relation_size('event')"),
             items=items - gin,
-            json=size("SELECT sum(pg_column_size(parsed)) FROM pubsub_item"),
+            json=size(f"SELECT sum(pg_column_size(c.parsed)) FROM {_JOINED}"),
             text=gin,
             keys=size(
                 "SELECT pg_total_relation_size('pubsub_item_key') "

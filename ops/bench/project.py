@@ -31,22 +31,49 @@ from pubsub_cache.ops.bench.report import BenchFailure, best_rate, print_ratio, 
 from pubsub_cache.ops.scratch import scratch_postgres, sqlite_url
 from pubsub_cache.projector.analysers import default_registry
 from pubsub_cache.projector.parsers import MicroblogParser
-from pubsub_cache.projector.payloads import payload_hash
+from pubsub_cache.projector.payloads import content_digest
 from pubsub_cache.projector.runner import Projector
 from pubsub_cache.projector.xmlsafe import parse_payload
 
 BATCH = 500
 THEIR_ITEMS = 1_000
+# The raw side writes what the projector writes: the content if absent, then the item naming it
+# (its id looked up by digest in the same statement). ``{p}``: the driver's parameter mark.
 _COLUMNS = (
-    "node_id, item_id, publisher, payload, parsed, parser, parser_version, text, payload_hash, "
+    "node_id, item_id, publisher, content_id, text, "
     "published_at, created_at, updated_at, created_position, updated_position"
 )
+CONTENT_INSERT = (
+    "INSERT INTO pubsub_content (digest, parser, parser_version, parsed, payload) "
+    "VALUES ({p}, {p}, {p}, {p}, {p}) ON CONFLICT (digest) DO NOTHING"
+)
 _UPSERT = (
-    f"INSERT INTO pubsub_item ({_COLUMNS}) VALUES ({', '.join(['{p}'] * 14)}) "
-    "ON CONFLICT (node_id, item_id) DO UPDATE SET payload = excluded.payload, "
-    "parsed = excluded.parsed, text = excluded.text, payload_hash = excluded.payload_hash, "
+    f"INSERT INTO pubsub_item ({_COLUMNS}) VALUES ({{p}}, {{p}}, {{p}}, "
+    f"(SELECT id FROM pubsub_content WHERE digest = {{p}}), {', '.join(['{p}'] * 6)}) "
+    "ON CONFLICT (node_id, item_id) DO UPDATE SET content_id = excluded.content_id, "
+    "text = excluded.text, "
     "updated_at = excluded.updated_at, updated_position = excluded.updated_position"
 )
+
+
+def raw_rows(
+    node_id: int,
+    item_id: str,
+    publisher: str,
+    payload: str,
+    parsed: str,
+    parser: MicroblogParser,
+    text: str | None,
+    published: float,
+    position: int,
+) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """The content row and the item row of one item, for :data:`CONTENT_INSERT` and the
+    item upsert."""
+    digest = content_digest(payload, parser.name, parser.version)
+    return (
+        (digest, parser.name, parser.version, parsed, payload),
+        (node_id, item_id, publisher, digest, text, published, 0.0, 0.0, position, position),
+    )  # fmt: skip
 
 
 def run(*, quick: bool, postgres_url: str | None, rounds: int = 3) -> float:
@@ -115,9 +142,13 @@ def _measure(url: str, count: int, rounds: int, theirs: bool) -> Rates:
             ]
             if theirs:
                 events = publish_events(their_count, start=start, node=f"theirs:{number}")
-                upsert = _UPSERT.format(p="?" if engine.dialect.name == "sqlite" else "%s")
+                mark = "?" if engine.dialect.name == "sqlite" else "%s"
+                upsert, contents = _UPSERT.format(p=mark), CONTENT_INSERT.format(p=mark)
                 sides.append(
-                    ("theirs", partial(project_es.measure, url, events, their_node, upsert))
+                    (
+                        "theirs",
+                        partial(project_es.measure, url, events, their_node, upsert, contents),
+                    )
                 )
             shift = number % len(sides)
             for name, work in sides[shift:] + sides[:shift]:
@@ -164,7 +195,8 @@ def _node_id(engine: Any, node: str) -> int:
 
 def _check_projected(engine: Any, node_id: int, count: int) -> None:
     query = sa.text(
-        "SELECT count(*) FROM pubsub_item WHERE node_id = :node_id AND parsed IS NOT NULL"
+        "SELECT count(*) FROM pubsub_item AS i JOIN pubsub_content AS c ON c.id = i.content_id "
+        "WHERE i.node_id = :node_id AND c.parsed IS NOT NULL"
     )
     with engine.connect() as connection:
         stored = connection.execute(query, {"node_id": node_id}).scalar_one()
@@ -173,7 +205,7 @@ def _check_projected(engine: Any, node_id: int, count: int) -> None:
 
 
 def _raw(
-    upsert: Callable[[list[tuple[Any, ...]]], None],
+    upsert: Callable[[list[tuple[tuple[Any, ...], tuple[Any, ...]]]], None],
     parser: MicroblogParser,
     node_id: int,
     payloads: list[str],
@@ -186,21 +218,25 @@ def _raw(
             result = parser.parse(parse_payload(payload))
             published = result.published.timestamp() if result.published else 0.0
             batch.append(
-                (node_id, f"post-{index}", "juliet@capulet.lit", payload,
-                 encode(result.data).decode(), parser.name, parser.version, result.text,
-                 payload_hash(payload), published, 0.0, 0.0, index, index)
+                raw_rows(node_id, f"post-{index}", "juliet@capulet.lit", payload,
+                         encode(result.data).decode(), parser, result.text, published, index)
             )  # fmt: skip
         upsert(batch)
 
 
-def _raw_upserter(engine: Any) -> Callable[[list[tuple[Any, ...]]], None]:
+Rows = list[tuple[tuple[Any, ...], tuple[Any, ...]]]
+
+
+def _raw_upserter(engine: Any) -> Callable[[Rows], None]:
     if engine.dialect.name == "sqlite":
         connection = sqlite3.connect(engine.url.database, isolation_level=None)
         statement = _UPSERT.format(p="?")
+        contents = CONTENT_INSERT.format(p="?")
 
-        def sqlite_upsert(rows: list[tuple[Any, ...]]) -> None:
+        def sqlite_upsert(rows: Rows) -> None:
             connection.execute("BEGIN IMMEDIATE")
-            connection.executemany(statement, rows)
+            connection.executemany(contents, [content for content, _ in rows])
+            connection.executemany(statement, [item for _, item in rows])
             connection.execute("COMMIT")
 
         return sqlite_upsert
@@ -208,9 +244,11 @@ def _raw_upserter(engine: Any) -> Callable[[list[tuple[Any, ...]]], None]:
 
     pg = psycopg.connect(engine.url.set(drivername="postgresql").render_as_string(False))
     pg_statement = _UPSERT.format(p="%s")
+    pg_contents = CONTENT_INSERT.format(p="%s")
 
-    def postgres_upsert(rows: list[tuple[Any, ...]]) -> None:
+    def postgres_upsert(rows: Rows) -> None:
         with pg.transaction(), pg.cursor() as cursor:
-            cursor.executemany(pg_statement, rows)
+            cursor.executemany(pg_contents, [content for content, _ in rows])
+            cursor.executemany(pg_statement, [item for _, item in rows])
 
     return postgres_upsert

@@ -25,7 +25,8 @@ from pubsub_cache.events.db import create_engine
 from pubsub_cache.migrations.api import ensure_schema
 from pubsub_cache.ops.bench.report import BenchFailure, print_ratio, print_table
 from pubsub_cache.ops.scratch import scratch_postgres, sqlite_url
-from pubsub_cache.projector.schema import pubsub_item, pubsub_node
+from pubsub_cache.projector.payloads import content_digest
+from pubsub_cache.projector.schema import pubsub_content, pubsub_item, pubsub_node
 from pubsub_cache.query import BlockingQuery, Filter, SearchResult
 
 BIG, SMALL = "big@bench", "small@bench"
@@ -127,7 +128,22 @@ class _Filler:
         while self.count < total:
             size = min(BATCH, total - self.count)
             rows = [self._row(n) for n in range(self.count, self.count + size)]
+            # Each item has its content (pubsub_content, migration 0010), numbered as the item.
+            contents = []
+            for n, row in enumerate(rows, self.count):
+                payload = row.pop("payload")
+                contents.append(
+                    {
+                        "id": n + 1,
+                        "digest": content_digest(payload, "bench", n),
+                        "parser": "bench",
+                        "parser_version": n,
+                        "payload": payload,
+                        "parsed": row.pop("parsed"),
+                    }
+                )
             with self.engine.begin() as connection:
+                connection.execute(pubsub_content.insert(), contents)
                 connection.execute(pubsub_item.insert(), rows)
             self.count += size
         if self.engine.dialect.name == "postgresql":
@@ -158,6 +174,7 @@ class _Filler:
             "payload": f"<entry xmlns='http://www.w3.org/2005/Atom'><title>{title}</title>"
             f"<content>{text}</content></entry>",
             "parsed": parsed,
+            "content_id": n + 1,
             "text": text,
             "published_at": float(n),
             "created_at": float(n),

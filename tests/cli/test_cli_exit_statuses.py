@@ -22,7 +22,7 @@ from pubsub_cache.ops.dev.prosody import LocalProsody
 from pubsub_cache.ops.scratch import sqlite_url
 from pubsub_cache.projector.analysers import default_registry
 from pubsub_cache.projector.runner import Projector
-from pubsub_cache.projector.schema import pubsub_item
+from pubsub_cache.projector.schema import pubsub_content
 from pubsub_cache.xmpp.client import PubsubClient
 from pubsub_cache.xmpp.ingest import XmppAccount
 from tests_support import SCRIPT
@@ -96,7 +96,7 @@ def test_replay_verify_exits_0_when_identical_and_3_when_the_read_model_differs(
     assert json.loads(same.stdout)["identical"] is True
 
     with engine.begin() as connection:
-        connection.execute(pubsub_item.update().values(payload="<tampered xmlns='urn:x'/>"))
+        connection.execute(pubsub_content.update().values(payload="<tampered xmlns='urn:x'/>"))
     differs = run_cli("replay", "--verify", env=env)
     assert differs.returncode == 3, differs.stderr
     assert "differs from the live one" in differs.stdout

@@ -54,7 +54,7 @@ def test_every_command_a_script_drives_prints_one_json_document(
     assert run_json("parked", "retry", url=url) == {"applied": 0, "still_parked": 0}
     assert run_json("parked", "drop", url=url) == {"dropped": 0}
     compacted = run_json("log", "compact", url=url)
-    assert set(compacted) == {"removed", "upto", "kept_undecodable"}
+    assert set(compacted) == {"removed", "upto", "kept_undecodable", "removed_contents"}
     dump = tmp_path / "log.ndjson"
     exported = run_json("log", "export", str(dump), url=url)
     assert exported["exported"]["count"] == len(dump.read_bytes().splitlines())

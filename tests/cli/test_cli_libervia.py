@@ -105,7 +105,7 @@ def test_get_prints_the_items_xml_and_parsed_keys(database_url: str, engine: Eng
     rows.item(node, "b")
     with engine.begin() as connection:  # notify-only: the service sent no payload
         connection.execute(
-            pubsub_item.update().where(pubsub_item.c.item_id == "b").values(payload=None)
+            pubsub_item.update().where(pubsub_item.c.item_id == "b").values(content_id=None)
         )
     env = environment(database_url, jid=ACCOUNT)
 

@@ -160,15 +160,16 @@ async def test_a_notify_only_item_has_no_payload_and_parsed_json_is_decoded(
     rows: ReadModelRows, query: Query, engine: Engine
 ) -> None:
     node_id = rows.node()
+    rows.item(node_id, "notify-only")
     rows.item(node_id, "parsed", parsed={"title": "Hi", "tags": ["a"]})
-    with engine.begin() as connection:
+    with engine.begin() as connection:  # no payload, no content
         connection.execute(
-            sa.text("UPDATE pubsub_item SET payload = NULL WHERE item_id = 'parsed'")
+            sa.text("UPDATE pubsub_item SET content_id = NULL WHERE item_id = 'notify-only'")
         )
 
-    (item,) = (await query.get_items(ACCOUNT, SERVICE, NODE)).items
+    notify_only, item = (await query.get_items(ACCOUNT, SERVICE, NODE)).items
 
-    assert item.payload is None
+    assert (notify_only.payload, notify_only.parsed) == (None, None)
     assert item.parsed == {"title": "Hi", "tags": ["a"]}
 
 

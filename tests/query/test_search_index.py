@@ -13,19 +13,21 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from query_helpers import ACCOUNT, KEY_NAMES, ReadModelRows
+from query_helpers import ACCOUNT, KEY_NAMES, ReadModelRows, content_row
 from sqlalchemy.engine import Engine
 
 from helpers import atom, published
 from pubsub_cache.events.log import EventLog
 from pubsub_cache.projector.analysers import default_registry
 from pubsub_cache.projector.parsers import SEARCHABLE_PATHS
+from pubsub_cache.projector.payloads import content_digest
 from pubsub_cache.projector.rebuild import Rebuild
 from pubsub_cache.projector.runner import Projector
 from pubsub_cache.projector.schema import (
     KEY_BYTES,
     item_key_select,
     pubsub_account,
+    pubsub_content,
     pubsub_item,
     pubsub_item_key,
     pubsub_node,
@@ -59,17 +61,20 @@ def keys(engine: Engine) -> list[tuple[Any, ...]]:
 
 
 def test_the_migration_derives_the_keys_the_parsers_declare() -> None:
+    current: Any = importlib.import_module(
+        "pubsub_cache.migrations.versions.0010_content_addressed_payloads"
+    )
     migration: Any = importlib.import_module(
         "pubsub_cache.migrations.versions.0009_narrow_item_keys"
     )
-    assert migration.PATHS == SEARCHABLE_PATHS
-    assert migration.KEY_BYTES == KEY_BYTES
+    assert current.PATHS == migration.PATHS == SEARCHABLE_PATHS
+    assert current.KEY_BYTES == migration.KEY_BYTES == KEY_BYTES
     # What 0005 froze, the downgrade's triggers recreate.
     legacy: Any = importlib.import_module("pubsub_cache.migrations.versions.0005_search_index")
     for dialect in ("sqlite", "postgresql"):
         for trigger in (True, False):
             expected = item_key_select(dialect, SEARCHABLE_PATHS, trigger=trigger)
-            assert migration.select(dialect, trigger=trigger) == expected
+            assert current.select(dialect, trigger=trigger) == expected
             old = migration.select(dialect, trigger=trigger, legacy=True)
             assert old == legacy.select(dialect, trigger=trigger)
 
@@ -92,11 +97,12 @@ def test_keys_follow_an_item_through_insert_change_and_delete(engine: Engine) ->
         (ACCOUNT, "blog", "a", "tags[]", None, 7.0),
         (ACCOUNT, "blog", "a", "title", "Hello", None),
     ]
-    with engine.begin() as connection:
+    with engine.begin() as connection:  # another content (contents never change)
+        changed = content_row(
+            connection, "<p xmlns='urn:test'>a2</p>", {"title": 2.5, "tags": "solo"}
+        )
         connection.execute(
-            pubsub_item.update()
-            .where(pubsub_item.c.item_id == "a")
-            .values(parsed={"title": 2.5, "tags": "solo"})
+            pubsub_item.update().where(pubsub_item.c.item_id == "a").values(content_id=changed)
         )
     assert keys(engine) == [
         (ACCOUNT, "blog", "a", "tags", "solo", None),
@@ -149,14 +155,9 @@ def filled(engine: Engine) -> Iterator[BlockingQuery]:
         {
             "node_id": nodes[min(n % 100, 2)],
             "item_id": f"i{n}",
-            "payload": f"<p xmlns='urn:t'>{'x' * 800}</p>",  # rows of a realistic size
-            "parsed": {
-                "title": f"title {n}",
-                "tags": [f"tag{n % 100}", "common"],
-                "author": {"name": f"author {n % 10}"},
-                "content": "y" * 600,
-            },
-            "text": f"word{n} common words",
+            "content_id": n + 1,  # the contents below, one each
+            # As long as a parser's extracted text (a row of a realistic size).
+            "text": f"word{n} common words {'z' * 600}",
             "published_at": float(n),
             "created_at": 0.0,
             "updated_at": 0.0,
@@ -165,7 +166,25 @@ def filled(engine: Engine) -> Iterator[BlockingQuery]:
         }
         for n in range(ITEMS)
     ]
+    payload = f"<p xmlns='urn:t'>{'x' * 800}</p>"  # rows of a realistic size
+    contents = [
+        {
+            "id": n + 1,
+            "digest": content_digest(payload, "test", n),
+            "parser": "test",
+            "parser_version": n,
+            "payload": payload,
+            "parsed": {
+                "title": f"title {n}",
+                "tags": [f"tag{n % 100}", "common"],
+                "author": {"name": f"author {n % 10}"},
+                "content": "y" * 600,
+            },
+        }
+        for n in range(ITEMS)
+    ]
     with engine.begin() as connection:
+        connection.execute(pubsub_content.insert(), contents)
         connection.execute(pubsub_item.insert(), items)
         connection.exec_driver_sql("ANALYZE")
     with BlockingQuery.open(engine) as query:

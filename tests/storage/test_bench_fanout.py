@@ -32,7 +32,7 @@ def test_the_quick_run_exits_0_and_ends_with_one_ratio_line_per_backend() -> Non
     backends = ["sqlite", "postgresql"] if postgres else ["sqlite"]
     ratios = lines[-len(backends) :]
     assert [line.rpartition("backend=")[2] for line in ratios] == backends
-    assert all(line.startswith("ratio=") and " target=1 " in line for line in ratios)
+    assert all(line.startswith("ratio=") and " target=0.5 " in line for line in ratios)
     for backend in backends:
         assert {int(line.split()[1]) for line in lines if line.split()[:1] == [backend]} == {
             1,

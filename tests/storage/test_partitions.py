@@ -38,6 +38,7 @@ from pubsub_cache.projector.schema import (
     ReadModel,
     parked_event,
     projector_checkpoint,
+    pubsub_content,
     pubsub_counter,
     pubsub_item,
     pubsub_node,
@@ -187,9 +188,11 @@ def wipe(engine: Engine, shadow: ReadModel) -> None:
     with write_transaction(engine) as connection:
         for table in (
             shadow.item,
+            shadow.content,
             shadow.counter,
             shadow.node,
             pubsub_item,
+            pubsub_content,
             pubsub_counter,
             pubsub_node,
             parked_event,
@@ -210,7 +213,7 @@ def test_any_schedule_of_partitions_builds_what_one_projector_builds(
 ) -> None:
     shadow = shadow_read_model(engine.dialect.name)
     with write_transaction(engine) as connection:
-        for table in (shadow.node, shadow.item, shadow.counter):
+        for table in (shadow.node, shadow.content, shadow.item, shadow.counter):
             table.create(connection, checkfirst=True)
     wipe(engine, shadow)
     log = EventLog(engine)
@@ -248,4 +251,9 @@ def test_any_schedule_of_partitions_builds_what_one_projector_builds(
 
 
 def tables_of(model: ReadModel) -> dict[str, sa.Table]:
-    return {"pubsub_node": model.node, "pubsub_item": model.item, "pubsub_counter": model.counter}
+    return {
+        "pubsub_node": model.node,
+        "pubsub_item": model.item,
+        "pubsub_counter": model.counter,
+        "pubsub_content": model.content,
+    }

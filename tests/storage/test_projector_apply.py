@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from query_helpers import ITEM_ROWS
 from sqlalchemy.engine import Engine
 
 from helpers import ACCOUNT, NODE, SERVICE, at, atom, published, purged, retracted
@@ -30,7 +31,7 @@ from pubsub_cache.events import (
 from pubsub_cache.events.log import EventLog
 from pubsub_cache.projector.analysers import default_registry
 from pubsub_cache.projector.runner import Projector
-from pubsub_cache.projector.schema import pubsub_counter, pubsub_item, pubsub_node
+from pubsub_cache.projector.schema import pubsub_counter, pubsub_node
 
 MICROBLOG = "urn:xmpp:microblog:0"
 Project = Callable[[Sequence[Event]], None]
@@ -51,8 +52,8 @@ def project(engine: Engine, event_log: EventLog) -> Project:
 def items(engine: Engine, node: str = NODE) -> dict[str, dict[str, Any]]:
     """The items of ``node`` by item id."""
     query = (
-        sa.select(pubsub_item)
-        .join(pubsub_node, pubsub_node.c.id == pubsub_item.c.node_id)
+        sa.select(ITEM_ROWS)
+        .join(pubsub_node, pubsub_node.c.id == ITEM_ROWS.c.node_id)
         .where(pubsub_node.c.node == node)
     )
     with engine.connect() as connection:

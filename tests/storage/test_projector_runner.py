@@ -8,6 +8,7 @@ import time
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from query_helpers import ITEM_ROWS
 from sqlalchemy.engine import Engine
 
 from helpers import ACCOUNT, NODE, SERVICE, at, published, purged, retracted
@@ -20,7 +21,7 @@ from pubsub_cache.projector.digest import read_model_digest
 from pubsub_cache.projector.parking import list_parked
 from pubsub_cache.projector.retry import drop_parked, retry_parked
 from pubsub_cache.projector.runner import Partition, Projector
-from pubsub_cache.projector.schema import pubsub_item, pubsub_node
+from pubsub_cache.projector.schema import pubsub_content, pubsub_item, pubsub_node
 
 
 def digest(engine: Engine) -> str:
@@ -184,11 +185,19 @@ def test_random_histories_match_a_reference_model(
     projector = Projector(engine, registry=default_registry(), batch_size=batch, owner="model")
     projector.catch_up()
     query = (
-        sa.select(pubsub_node.c.node, pubsub_item.c.item_id, pubsub_item.c.payload)
-        .join_from(pubsub_item, pubsub_node)
+        sa.select(pubsub_node.c.node, ITEM_ROWS.c.item_id, ITEM_ROWS.c.payload)
+        .join(pubsub_node, pubsub_node.c.id == ITEM_ROWS.c.node_id)
         .where(pubsub_node.c.account == account)
     )
     with engine.connect() as connection:
+        # Every content is referenced, every reference has its content (nothing collected
+        # too early, nothing left behind).
+        referenced = set(
+            connection.execute(
+                sa.select(pubsub_item.c.content_id).where(pubsub_item.c.content_id.is_not(None))
+            ).scalars()
+        )
+        assert set(connection.execute(sa.select(pubsub_content.c.id)).scalars()) == referenced
         stored: dict[str, dict[str, str]] = {}
         for node, item_id, payload in connection.execute(query):
             stored.setdefault(node, {})[item_id] = payload

@@ -1,6 +1,8 @@
 """The newest N items of a node are read down an index, on both engines: about N rows touched,
 never the whole node sorted (issue 12, point 3: items listed by one sync page used to share one
-position, and the tie-break made PostgreSQL read and sort the whole page).
+position, and the tie-break made PostgreSQL read and sort the whole page). Each item's content
+(payload, parsed JSON: ``pubsub_content``, migration 0010) is then read by its primary key, once
+per item returned.
 
 The node is filled the way the daemon fills it: one sync listing, then notifications.
 """
@@ -20,6 +22,7 @@ from pubsub_cache.events.log import EventLog
 from pubsub_cache.projector.analysers import default_registry
 from pubsub_cache.projector.runner import Projector
 from pubsub_cache.projector.schema import pubsub_item, pubsub_node
+from pubsub_cache.query.rows import ITEMS as ITEM_SOURCE
 from pubsub_cache.query.rows import ORDER_KEYS, item_columns
 
 ITEMS = 3000
@@ -56,6 +59,7 @@ def newest(dialect: str, order: str) -> sa.Select[Any]:
     keys = ORDER_KEYS[order]
     return (
         sa.select(*item_columns(dialect))
+        .select_from(ITEM_SOURCE)
         .where(pubsub_item.c.node_id == sa.bindparam("node_id"))
         .order_by(*(key.desc() for key in keys))
         .limit(LIMIT)
@@ -72,6 +76,7 @@ def test_the_newest_items_are_read_down_an_index(engine: Engine, filled: int, or
             plan = " | ".join(row[-1] for row in rows)
             assert f"USING INDEX ix_pubsub_item_node_{order}" in plan, plan
             assert "TEMP B-TREE" not in plan, plan  # no sort of the node's rows
+            assert "SEARCH pubsub_content USING INTEGER PRIMARY KEY" in plan, plan
             return
         text = connection.exec_driver_sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}").scalar_one()
     plan = (json.loads(text) if isinstance(text, str) else text)[0]["Plan"]
@@ -81,6 +86,9 @@ def test_the_newest_items_are_read_down_an_index(engine: Engine, filled: int, or
     assert scans, plan
     assert scans[0]["Index Name"] == f"ix_pubsub_item_node_{order}"
     assert scans[0]["Actual Rows"] <= LIMIT + 1, plan
+    content = [node for node in scans if node.get("Relation Name") == "pubsub_content"]
+    assert content, plan  # by its primary key, one row for each item returned
+    assert content[0]["Actual Rows"] * content[0]["Actual Loops"] <= LIMIT + 1, plan
 
 
 def test_the_read_returns_the_newest_in_the_services_order(engine: Engine, filled: int) -> None:

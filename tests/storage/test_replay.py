@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import sqlalchemy as sa
+from query_helpers import ITEM_ROWS
 from sqlalchemy.engine import Engine
 
 from helpers import atom, published, retracted
@@ -117,8 +118,8 @@ def test_a_new_parser_version_is_applied_by_replay(engine: Engine, event_log: Ev
     assert rebuild.finish(swap=True, verify=False).swapped
     with engine.connect() as connection:
         row = connection.execute(
-            sa.select(pubsub_item.c.parsed, pubsub_item.c.parser_version).where(
-                pubsub_item.c.item_id == "1"
+            sa.select(ITEM_ROWS.c.parsed, ITEM_ROWS.c.parser_version).where(
+                ITEM_ROWS.c.item_id == "1"
             )
         ).one()
     assert row.parsed["title"] == "POST 1"

@@ -21,13 +21,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from query_helpers import ITEM_ROWS
 
 from pubsub_cache.events import Item, ItemsPublished
 from pubsub_cache.events.db import create_engine
 from pubsub_cache.events.log import EventLog
 from pubsub_cache.migrations.api import ensure_schema
 from pubsub_cache.ops.scratch import sqlite_url
-from pubsub_cache.projector.schema import pubsub_item, pubsub_node
+from pubsub_cache.projector.schema import pubsub_node
 
 PLUGIN = Path(__file__).resolve().parents[2] / "examples" / "analyser-plugin"
 MOOD_NS = "http://jabber.org/protocol/mood"
@@ -88,13 +89,13 @@ def stored_mood(url: str) -> dict[str, Any]:
         sa.select(
             pubsub_node.c.analyser,
             pubsub_node.c.type,
-            pubsub_item.c.parser,
-            pubsub_item.c.parser_version,
-            sa.cast(pubsub_item.c.parsed, sa.Text).label("parsed"),
-            pubsub_item.c.text,
+            ITEM_ROWS.c.parser,
+            ITEM_ROWS.c.parser_version,
+            sa.cast(ITEM_ROWS.c.parsed, sa.Text).label("parsed"),
+            ITEM_ROWS.c.text,
         )
-        .join(pubsub_node, pubsub_node.c.id == pubsub_item.c.node_id)
-        .where(pubsub_node.c.node == MOOD_NS, pubsub_item.c.item_id == "current")
+        .join(pubsub_node, pubsub_node.c.id == ITEM_ROWS.c.node_id)
+        .where(pubsub_node.c.node == MOOD_NS, ITEM_ROWS.c.item_id == "current")
     )
     with engine.connect() as connection:
         row = dict(connection.execute(statement).one()._mapping)

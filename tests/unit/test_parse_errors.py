@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from query_helpers import ITEM_ROWS
 from sqlalchemy.engine import Engine
 
 from helpers import ACCOUNT, SERVICE, at, atom
@@ -20,7 +21,7 @@ from pubsub_cache.ops.cli import main
 from pubsub_cache.projector.analysers import default_registry
 from pubsub_cache.projector.payloads import parse_columns, parse_error_count, payload_namespace
 from pubsub_cache.projector.runner import Projector
-from pubsub_cache.projector.schema import pubsub_item, pubsub_node
+from pubsub_cache.projector.schema import pubsub_node
 from pubsub_cache.query import BlockingQuery
 
 #: No analyser matches this node by name: the "atom" analyser matches Atom payloads anywhere.
@@ -57,8 +58,8 @@ def project(engine: Engine, event_log: EventLog, events: Sequence[Event]) -> Non
 
 def stored(engine: Engine, node: str) -> dict[str, dict[str, object]]:
     query = (
-        sa.select(pubsub_item)
-        .join(pubsub_node, pubsub_node.c.id == pubsub_item.c.node_id)
+        sa.select(ITEM_ROWS)
+        .join(pubsub_node, pubsub_node.c.id == ITEM_ROWS.c.node_id)
         .where(pubsub_node.c.node == node)
     )
     with engine.connect() as connection:

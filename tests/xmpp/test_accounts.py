@@ -162,12 +162,14 @@ async def test_many_accounts_in_one_process_each_see_the_shared_node_and_a_bad_o
 
 
 def _item(engine: Engine, account: str, item: str) -> str | None:
-    from pubsub_cache.projector.schema import pubsub_item, pubsub_node
+    from query_helpers import ITEM_ROWS
+
+    from pubsub_cache.projector.schema import pubsub_node
 
     query = (
-        sa.select(pubsub_item.c.payload)
-        .select_from(pubsub_item.join(pubsub_node))
-        .where(pubsub_node.c.account == account, pubsub_item.c.item_id == item)
+        sa.select(ITEM_ROWS.c.payload)
+        .join(pubsub_node, pubsub_node.c.id == ITEM_ROWS.c.node_id)
+        .where(pubsub_node.c.account == account, ITEM_ROWS.c.item_id == item)
     )
     with engine.connect() as connection:
         payload: str | None = connection.execute(query).scalar_one_or_none()
