@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from pubsub_cache.events import Item, ItemsPublished, ItemsRetracted, NodePurged
+from pubsub_cache.projector.parsers import MicroblogParser, ParsedPayload
 
 ACCOUNT = "romeo@montague.lit"
 SERVICE = "pubsub.capulet.lit"
@@ -56,3 +57,14 @@ def atom(title: str, *, published: str | None = None) -> str:
         "<entry xmlns='http://www.w3.org/2005/Atom'>"
         f"<title>{title}</title><content>{title} body</content>{stamp}</entry>"
     )
+
+
+class LoudMicroblog(MicroblogParser):
+    """A "version 2" parser: titles in capitals."""
+
+    version = 2
+
+    def parse(self, element: object) -> ParsedPayload:
+        parsed = super().parse(element)  # type: ignore[arg-type]
+        data = dict(parsed.data, title=(parsed.data["title"] or "").upper())
+        return ParsedPayload(data=data, text=parsed.text, published=parsed.published)

@@ -8,11 +8,10 @@ import sqlalchemy as sa
 from query_helpers import ITEM_ROWS
 from sqlalchemy.engine import Engine
 
-from helpers import atom, published, retracted
+from helpers import LoudMicroblog, atom, published, retracted
 from pubsub_cache.events.log import EventLog
 from pubsub_cache.projector.analysers import Analyser, AnalyserRegistry, default_registry
 from pubsub_cache.projector.digest import read_model_digest
-from pubsub_cache.projector.parsers import MicroblogParser, ParsedPayload
 from pubsub_cache.projector.rebuild import Rebuild
 from pubsub_cache.projector.runner import Projector
 from pubsub_cache.projector.schema import projector_checkpoint, pubsub_item
@@ -82,17 +81,6 @@ def test_the_live_projector_goes_on_after_the_swap(engine: Engine, event_log: Ev
     assert {"late", "later"} <= ids
     assert "3" not in ids
     assert position == event_log.head()
-
-
-class LoudMicroblog(MicroblogParser):
-    """A "version 2" parser: titles in capitals."""
-
-    version = 2
-
-    def parse(self, element: object) -> ParsedPayload:
-        parsed = super().parse(element)  # type: ignore[arg-type]
-        data = dict(parsed.data, title=(parsed.data["title"] or "").upper())
-        return ParsedPayload(data=data, text=parsed.text, published=parsed.published)
 
 
 def test_a_new_parser_version_is_applied_by_replay(engine: Engine, event_log: EventLog) -> None:
