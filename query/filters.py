@@ -48,7 +48,8 @@ OPERATORS = (
 _COMPARISONS = {"lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 MAX_VALUES = 1000
 MAX_TEXT = 1000
-_JSON = "pubsub_content.parsed"  # joined to pubsub_item by query/search.py
+#: The parsed JSON, as the SQL of a search names it (query/search.py joins the content).
+JSON_COLUMN = "pubsub_content.parsed"
 SQLITE_LOWER = "pubsub_cache_lower"
 
 
@@ -114,8 +115,8 @@ def condition(spec: Filter, dialect: str, params: Params, *, account: str | None
 class _Sqlite:
     def __init__(self, path: JsonPath, params: Params) -> None:
         self.p = f"'{path.sqlite}'"
-        self.x = f"json_extract({_JSON}, {self.p})"
-        self.t = f"json_type({_JSON}, {self.p})"
+        self.x = f"json_extract({JSON_COLUMN}, {self.p})"
+        self.t = f"json_type({JSON_COLUMN}, {self.p})"
         self.bind = params.bind
 
     def exists(self) -> str:
@@ -129,7 +130,7 @@ class _Sqlite:
         return f"({guard} AND {self.x} {symbol} {self.bind(value)})"
 
     def array(self, op: str, values: list[Any]) -> str:
-        source = f"json_each({_JSON}, {self.p}) AS element"
+        source = f"json_each({JSON_COLUMN}, {self.p}) AS element"
         matches = [_sqlite_match("element.type", "element.value", v, self.bind) for v in values]
         if op == "contains":
             found = " AND ".join(f"EXISTS (SELECT 1 FROM {source} WHERE {m})" for m in matches)
@@ -161,8 +162,8 @@ def _sqlite_match(kind: str, value_sql: str, value: Any, bind: Callable[[Any], s
 class _Postgres:
     def __init__(self, path: JsonPath, params: Params) -> None:
         literal = f"'{path.postgres}'"
-        self.x = f"({_JSON} #> {literal})"
-        self.s = f"({_JSON} #>> {literal})"
+        self.x = f"({JSON_COLUMN} #> {literal})"
+        self.s = f"({JSON_COLUMN} #>> {literal})"
         self.t = f"jsonb_typeof({self.x})"
         self.bind = params.bind
 

@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection, Engine
 from pubsub_cache.projector.schema import pubsub_content, pubsub_item, pubsub_node
 
 from .errors import InvalidOrder, InvalidPath, InvalidQuery
-from .filters import SQLITE_LOWER, Filter, Params, filter_clause
+from .filters import JSON_COLUMN, SQLITE_LOWER, Filter, Params, filter_clause
 from .model import SearchHit, SearchResult
 from .paths import parse_path
 from .rows import ORDER_KEYS, item_columns, to_item
@@ -44,7 +44,6 @@ MAX_WORDS = 32
 #: Full text is narrowed to at most this many nodes inside the index; beyond, after it.
 MAX_SCOPE = 1000
 _WORD = re.compile(r"[^\W_]+")
-_JSON = "pubsub_content.parsed"
 
 
 def search(
@@ -227,8 +226,8 @@ def order_clauses(order_by: str | Sequence[str], dialect: str) -> list[Any]:
 
 def _path_order(path: str, dialect: str) -> tuple[str, str, str]:
     if dialect == "sqlite":
-        kind = f"json_type({_JSON}, '{path}')"
-        value = f"json_extract({_JSON}, '{path}')"
+        kind = f"json_type({JSON_COLUMN}, '{path}')"
+        value = f"json_extract({JSON_COLUMN}, '{path}')"
         rank = (
             f"CASE {kind} WHEN 'integer' THEN 1 WHEN 'real' THEN 1 WHEN 'text' THEN 2 "
             "WHEN 'false' THEN 3 WHEN 'true' THEN 3 WHEN 'array' THEN 4 WHEN 'object' THEN 5 "
@@ -237,8 +236,8 @@ def _path_order(path: str, dialect: str) -> tuple[str, str, str]:
         number = f"CASE WHEN {kind} IN ('integer', 'real', 'true', 'false') THEN {value} END"
         string = f"CASE WHEN {kind} = 'text' THEN {value} END"
         return rank, number, string
-    node = f"({_JSON} #> '{path}')"
-    scalar = f"({_JSON} #>> '{path}')"
+    node = f"({JSON_COLUMN} #> '{path}')"
+    scalar = f"({JSON_COLUMN} #>> '{path}')"
     rank = (
         f"CASE jsonb_typeof({node}) WHEN 'number' THEN 1 WHEN 'string' THEN 2 "
         "WHEN 'boolean' THEN 3 WHEN 'array' THEN 4 WHEN 'object' THEN 5 WHEN 'null' THEN 6 "
