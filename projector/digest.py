@@ -3,7 +3,10 @@
 Rows are identified by their natural keys (account, service, node, item id), never by surrogate
 ids, which differ between databases and rebuilds: an item's content (``pubsub_content``) is
 hashed through its join, so two models whose contents got other ids hash equal. Lease, parking
-and wall-clock columns are left out: they describe the projector, not the cache.
+and wall-clock columns are left out: they describe the projector, not the cache. So is the item's
+``text``: the parser makes it from the content, which is hashed, and SQLite stores it only when
+the parsed JSON cannot give it back (``projector/search_text.py``), so that a model moved from
+one engine to the other hashes the same.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ _NODE_COLUMNS = [
     column for column in pubsub_node.c if column.name not in ("id", "sync_requested_position")
 ]
 _ITEM_COLUMNS = [
-    column for column in pubsub_item.c if column.name not in ("id", "node_id", "content_id")
+    column for column in pubsub_item.c if column.name not in ("id", "node_id", "content_id", "text")
 ]
 _CONTENT_COLUMNS = [column for column in pubsub_content.c if column.name != "id"]
 

@@ -22,7 +22,12 @@ from sqlalchemy.engine import Connection
 from pubsub_cache.events import Item
 from pubsub_cache.projector.analysers import Analyser
 from pubsub_cache.projector.contents import Content, ContentStore
-from pubsub_cache.projector.payloads import NOT_PARSED, ParseCache, content_digest
+from pubsub_cache.projector.payloads import (
+    NOT_PARSED,
+    ParseCache,
+    PayloadColumns,
+    content_digest,
+)
 from pubsub_cache.projector.ranks import Placement, place
 from pubsub_cache.projector.schema import LIVE, ReadModel
 
@@ -72,6 +77,8 @@ class ItemWriter:
         """Nodes that may have lost rows in this batch (retractions, deletions): their counts
         are taken again; every other node's count moves by the items :meth:`publish` added."""
         self._upsert = _upsert_statement(connection.dialect.name, tables.item.name)
+        self._derives_text = connection.dialect.name == "sqlite"
+        """SQLite stores no text its parsed JSON gives back (``projector/search_text.py``)."""
 
     def node_created(self, node_id: int) -> None:
         """A node created in this batch holds no item yet: nothing to look up for it."""
@@ -168,7 +175,7 @@ class ItemWriter:
             item.id,
             item.publisher,
             digest,  # the content's id once written (flush)
-            columns.text,
+            self._stored_text(columns),
             published.timestamp() if published is not None else when,
             stored.created_at,
             when,
@@ -180,6 +187,15 @@ class ItemWriter:
         self._known[key] = stored
         self._touched.pop(key, None)
         return added
+
+    def _stored_text(self, columns: PayloadColumns) -> str | None:
+        """The ``text`` column: on SQLite NULL when derived (or when there is no JSON, hence no
+        text), the parser's text otherwise, never NULL then."""
+        if not self._derives_text:
+            return columns.text
+        if columns.text_derived or columns.parsed is None:
+            return None
+        return columns.text or ""
 
     def retract(self, node_id: int, item_id: str) -> None:
         """Record that the item is gone."""

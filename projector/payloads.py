@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 from pubsub_cache import telemetry
 from pubsub_cache.projector.parsers import Parser
 from pubsub_cache.projector.schema import pubsub_content, pubsub_item, pubsub_node
+from pubsub_cache.projector.search_text import is_derived
 from pubsub_cache.projector.xmlsafe import PayloadParseError, parse_payload
 
 #: How much of a payload that does not parse is read to find its root's namespace (characters).
@@ -38,6 +39,9 @@ class PayloadColumns:
     text: str | None
     parse_error: str | None
     published: datetime | None
+    text_derived: bool = False
+    """Whether the parsed JSON gives ``text`` back (``projector/search_text.py``): then SQLite
+    stores none."""
 
 
 NOT_PARSED = PayloadColumns(None, None, None, None)
@@ -152,7 +156,8 @@ def _parse_columns(payload: str | None, parser: Parser | None) -> PayloadColumns
         parsed = _json_text(result.data)
     except (TypeError, msgspec.EncodeError) as exc:
         return PayloadColumns(None, None, f"{parser.name} returned non-JSON data: {exc}", None)
-    return PayloadColumns(parsed, result.text or None, None, result.published)
+    derived = is_derived(result.text, result.data)
+    return PayloadColumns(parsed, result.text or None, None, result.published, derived)
 
 
 def _json_text(value: dict[str, Any]) -> str:

@@ -381,9 +381,9 @@ def _rename_swap(connection: Connection, shadow: ReadModel) -> None:
     """SQLite: rename the shadow tables into place; the live ones are retired, dropped later.
 
     Deleting or copying the rows costs as much as building them (each row spans overflow
-    pages); a rename costs nothing. The live tables' indexes and search triggers are read back,
-    moved to the new tables from their own SQL, and the search indexes (full text, keys) are
-    rebuilt in one pass each.
+    pages); a rename costs nothing. The live tables' indexes and search triggers, and the
+    views, are read back, moved to the new tables from their own SQL, and the search indexes
+    (full text, keys) are rebuilt in one pass each.
     """
     live = [
         t.name.removeprefix(SHADOW_PREFIX)
@@ -394,7 +394,12 @@ def _rename_swap(connection: Connection, shadow: ReadModel) -> None:
         "AND sql IS NOT NULL AND tbl_name IN (?, ?, ?, ?)",
         tuple(live),
     ).all()
-    for kind, name, _sql in kept:
+    # Views too (pubsub_item_text, migration 0012): a rename would point them at the retired
+    # tables for good.
+    views = connection.exec_driver_sql(
+        "SELECT type, name, sql FROM sqlite_master WHERE type = 'view'"
+    ).all()
+    for kind, name, _sql in [*kept, *views]:
         connection.exec_driver_sql(f'DROP {kind.upper()} "{name}"')
     for name in live:
         connection.exec_driver_sql(f'ALTER TABLE "{name}" RENAME TO "{RETIRED_PREFIX}{name}"')
@@ -407,14 +412,19 @@ def _rename_swap(connection: Connection, shadow: ReadModel) -> None:
         connection.exec_driver_sql(f'DROP INDEX "{name}"')
     for name in live:  # the parent first: its children's foreign keys follow the rename
         connection.exec_driver_sql(f'ALTER TABLE "{SHADOW_PREFIX}{name}" RENAME TO "{name}"')
-    for _kind, _name, sql in kept:
+    for _kind, _name, sql in [*views, *kept]:
         connection.exec_driver_sql(sql)
     fts = connection.exec_driver_sql(
         "SELECT 1 FROM sqlite_master WHERE name = 'pubsub_item_fts'"
     ).scalar()
     if fts:
+        # Contentless (migration 0012): emptied, then filled from every item's text.
         connection.exec_driver_sql(
-            "INSERT INTO pubsub_item_fts(pubsub_item_fts) VALUES ('rebuild')"
+            "INSERT INTO pubsub_item_fts(pubsub_item_fts) VALUES ('delete-all')"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO pubsub_item_fts(rowid, text, node_id) "
+            "SELECT id, text, node_id FROM pubsub_item_text"
         )
     # The searchable keys too (kept by triggers on pubsub_item, which the shadow had none of).
     connection.execute(pubsub_item_key.delete())

@@ -18,6 +18,7 @@ from pubsub_cache.projector.parsers import SEARCHABLE_PATHS
 from pubsub_cache.projector.payloads import content_digest
 from pubsub_cache.projector.ranks import rank
 from pubsub_cache.projector.schema import key_code, pubsub_content, pubsub_item, pubsub_node
+from pubsub_cache.projector.search_text import pubsub_item_text
 from pubsub_cache.xmpp.errors import XmppError
 from pubsub_cache.xmpp.pubsub import ItemsReply, OnResult, PubsubClient
 
@@ -39,7 +40,8 @@ BASE = T0.timestamp()
 #: what tests read items through (``ITEM_ROWS.c.payload``, ``.parsed``, ``.parser``...).
 ITEM_ROWS = (
     sa.select(
-        pubsub_item,
+        *(column for column in pubsub_item.c if column.name != "text"),
+        pubsub_item_text.c.text,  # stored or, on SQLite, derived (projector/search_text.py)
         pubsub_content.c.payload,
         pubsub_content.c.parsed,
         pubsub_content.c.parse_error,
@@ -48,7 +50,9 @@ ITEM_ROWS = (
         pubsub_content.c.digest,
     )
     .select_from(
-        pubsub_item.outerjoin(pubsub_content, pubsub_content.c.id == pubsub_item.c.content_id)
+        pubsub_item.outerjoin(pubsub_content, pubsub_content.c.id == pubsub_item.c.content_id).join(
+            pubsub_item_text, pubsub_item_text.c.id == pubsub_item.c.id
+        )
     )
     .subquery("item_rows")
 )

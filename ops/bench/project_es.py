@@ -71,7 +71,9 @@ def measure(
         def construct_mapper(self) -> Mapper[uuid.UUID]:
             return OurEvents(transcoder=self.factory.transcoder())
 
-    from pubsub_cache.ops.bench.project import raw_rows
+    from pubsub_cache.ops.bench.project import raw_rows, stored_text
+
+    derives_text = url.startswith("sqlite")
 
     def row(event: ItemsPublished) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         item = event.items[0]
@@ -80,7 +82,7 @@ def measure(
         published = result.published.timestamp() if result.published else 0.0
         return raw_rows(
             node_id, item.id, item.publisher or "", payload, encode_json(result.data).decode(),
-            parser, result.text, published, 0,
+            parser, stored_text(result, derives_text=derives_text), published, 0,
         )  # fmt: skip
 
     class ItemViewMixin:

@@ -18,6 +18,7 @@ from pubsub_cache.projector.parsers.pep import (
 __all__ = [
     "BUILTIN_PARSERS",
     "SEARCHABLE_PATHS",
+    "TEXT_KEYS",
     "AvatarMetadataParser",
     "BookmarksParser",
     "GeolocParser",
@@ -41,3 +42,11 @@ SEARCHABLE_PATHS: tuple[str, ...] = tuple(
 )
 """The parsed paths that search answers from the ``pubsub_item_key`` index, whichever parser
 wrote the item: the union of the built-in parsers' ``searchable`` declarations."""
+
+TEXT_KEYS: tuple[str, ...] = tuple(
+    sorted({key for parser in BUILTIN_PARSERS for key in getattr(parser, "text_keys", ())})
+)
+"""The top-level keys of the parsed JSON whose strings make an item's searchable text when the
+parser's text is exactly those (``projector/search_text.py``): the union of the built-in
+parsers' ``text_keys`` declarations. Changing them takes a migration (the SQLite triggers and
+view hold them, as 0012 made them)."""

@@ -53,6 +53,12 @@ class Parser(Protocol):
     grammar, ``author.name``) that search answers from an index. The built-in parsers'
     declarations make :data:`~pubsub_cache.projector.parsers.SEARCHABLE_PATHS`; changing them
     takes a migration that re-creates the index triggers (``projector/schema.py``).
+
+    It may declare ``text_keys`` too: the top-level keys of ``data`` whose strings its text is
+    made of. The built-in parsers' declarations make
+    :data:`~pubsub_cache.projector.parsers.TEXT_KEYS`; on SQLite a text that is exactly those
+    strings is not stored but derived from ``data`` (``projector/search_text.py``). Any parser
+    gets its text searched either way: one that is not those strings is stored as it is.
     """
 
     @property

@@ -193,6 +193,8 @@ class MicroblogParser:
     namespace = ATOM_NS
     searchable = ("title", "author.name", "author.jid", "tags")
     """Paths of ``data`` that search finds through an index (see ``projector/schema.py``)."""
+    text_keys = ("title", "content", "tags")
+    """The keys of ``data`` whose strings the text is made of (``projector/search_text.py``)."""
 
     def parse(self, element: etree._Element) -> ParsedPayload:
         """Parse an Atom ``entry`` (or blog-metadata ``feed``) root element."""

@@ -98,6 +98,8 @@ class GeolocParser:
         "country",
     )
 
+    text_keys = TEXTUAL
+
     def parse(self, element: etree._Element) -> ParsedPayload:
         """Parse a ``geoloc`` root; ``timestamp`` also becomes ``published``."""
         expect_root(element, self._ROOT)
@@ -130,6 +132,7 @@ class TuneParser:
     version = 1
     namespace = TUNE_NS
     searchable = ("artist", "title")
+    text_keys = ("artist", "title", "source")
 
     _ROOT = f"{{{TUNE_NS}}}tune"
     _FIELDS = ("artist", "length", "rating", "source", "title", "track", "uri")
@@ -149,7 +152,7 @@ class TuneParser:
                 continue
             value = _text(child)
             data[key] = to_int(value) if key in self._INTEGERS else value
-        text = "\n".join(data[key] for key in ("artist", "title", "source") if data[key])
+        text = "\n".join(data[key] for key in self.text_keys if data[key])
         return ParsedPayload(data=data, text=text)
 
 
@@ -164,6 +167,7 @@ class BookmarksParser:
     version = 1
     namespace = BOOKMARKS_NS
     searchable = ("name",)
+    text_keys = ("name",)
 
     _ROOT = f"{{{BOOKMARKS_NS}}}conference"
     _NICK = f"{{{BOOKMARKS_NS}}}nick"
