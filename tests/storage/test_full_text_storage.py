@@ -238,7 +238,7 @@ def test_0012_leaves_out_the_texts_the_json_gives_back_and_puts_them_back(
     def texts() -> dict[str, str | None]:
         with bare_engine.connect() as connection:
             found = connection.exec_driver_sql("SELECT item_id, text FROM pubsub_item").all()
-        return dict(found)  # type: ignore[arg-type]
+        return dict(found)
 
     def check_full_text() -> None:
         if sqlite:
