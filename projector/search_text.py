@@ -6,7 +6,7 @@ artist, title and source. Storing it in ``pubsub_item.text`` kept it twice, once
 in the JSON (``bench disk``: 350 of ~3,100 bytes an item).
 
 On SQLite the text is now derived when it can be (migration 0012): ``text`` is NULL when the
-text is exactly the strings the JSON holds under :data:`TEXT_KEYS` (:func:`is_derived`), and
+text's lines are the strings the JSON holds under :data:`TEXT_KEYS` (:func:`is_derived`), and
 holds the parser's text otherwise (the empty string included, so that NULL always means
 "derived"). The view ``pubsub_item_text`` gives every item's text either way; the FTS5 table
 (contentless) is filled from it, and its triggers index the same expression.
