@@ -63,21 +63,13 @@ class ContentStore:
         found: dict[bytes, int] = {}
         missing = sorted(contents)
         while missing:
-            self._connection.exec_driver_sql(
-                self._insert,
-                [
-                    (
-                        digest,
-                        c.parser,
-                        c.parser_version,
-                        c.parse_error,
-                        c.parsed,
-                        c.payload,
-                    )
-                    for digest in missing
-                    for c in (contents[digest],)
-                ],
-            )
+            rows = []
+            for digest in missing:
+                c = contents[digest]
+                rows.append(
+                    (digest, c.parser, c.parser_version, c.parse_error, c.parsed, c.payload)
+                )
+            self._connection.exec_driver_sql(self._insert, rows)
             found.update(self._lookup(missing))
             # A row deleted by a collection between our insert and our lock: insert it again.
             missing = [digest for digest in missing if digest not in found]

@@ -62,7 +62,11 @@ class ItemWriter:
         self._connection = connection
         self._tables = tables
         self._contents = ContentStore(connection, tables.content)
-        self._parse_cache = parse_cache if parse_cache is not None else ParseCache()
+        self._derives_text = connection.dialect.name == "sqlite"
+        """SQLite stores no text its parsed JSON gives back (``projector/search_text.py``)."""
+        self._parse_cache = (
+            parse_cache if parse_cache is not None else ParseCache(derive_text=self._derives_text)
+        )
         self._new_contents: dict[bytes, Content] = {}
         """The contents of the buffered upserts, by digest (those still referenced are written)."""
         self._released: set[int] = set()
@@ -77,8 +81,6 @@ class ItemWriter:
         """Nodes that may have lost rows in this batch (retractions, deletions): their counts
         are taken again; every other node's count moves by the items :meth:`publish` added."""
         self._upsert = _upsert_statement(connection.dialect.name, tables.item.name)
-        self._derives_text = connection.dialect.name == "sqlite"
-        """SQLite stores no text its parsed JSON gives back (``projector/search_text.py``)."""
 
     def node_created(self, node_id: int) -> None:
         """A node created in this batch holds no item yet: nothing to look up for it."""

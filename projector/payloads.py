@@ -41,7 +41,7 @@ class PayloadColumns:
     published: datetime | None
     text_derived: bool = False
     """Whether the parsed JSON gives ``text`` back (``projector/search_text.py``): then SQLite
-    stores none."""
+    stores none. Told only when asked for (``derive_text``); ``False`` otherwise."""
 
 
 NOT_PARSED = PayloadColumns(None, None, None, None)
@@ -67,8 +67,10 @@ class ParseCache:
     receive the same payload N times, and it is parsed once (the digest names the parser and
     its version too, so an entry is valid for whoever asks with that digest)."""
 
-    def __init__(self, size: int = 256) -> None:
+    def __init__(self, size: int = 256, *, derive_text: bool = False) -> None:
+        """``derive_text``: tell :attr:`PayloadColumns.text_derived` (a SQLite read model)."""
         self._size = size
+        self._derive_text = derive_text
         self._entries: OrderedDict[bytes, PayloadColumns] = OrderedDict()
 
     def columns(self, digest: bytes, payload: str, parser: Parser | None) -> PayloadColumns:
@@ -77,7 +79,8 @@ class ParseCache:
         if found is not None:
             self._entries.move_to_end(digest)
             return found
-        found = self._entries[digest] = parse_columns(payload, parser)
+        found = parse_columns(payload, parser, derive_text=self._derive_text)
+        self._entries[digest] = found
         if len(self._entries) > self._size:
             self._entries.popitem(last=False)
         return found
@@ -122,20 +125,22 @@ def _sniff_namespace(payload: str) -> str | None:
     return None
 
 
-def parse_columns(payload: str | None, parser: Parser | None) -> PayloadColumns:
+def parse_columns(
+    payload: str | None, parser: Parser | None, *, derive_text: bool = False
+) -> PayloadColumns:
     """Parse ``payload`` with ``parser``; failures become ``parse_error``, never exceptions
     (and are counted by the telemetry).
 
     Without a parser the payload is still read (with the same limits): one that cannot be read
     gets the reason as its parse error, since that is also why no analyser could choose one.
     """
-    columns = _parse_columns(payload, parser)
+    columns = _parse_columns(payload, parser, derive_text)
     if columns.parse_error is not None:
         telemetry.current().parse_failed()
     return columns
 
 
-def _parse_columns(payload: str | None, parser: Parser | None) -> PayloadColumns:
+def _parse_columns(payload: str | None, parser: Parser | None, derive_text: bool) -> PayloadColumns:
     if payload is None:
         return NOT_PARSED
     if parser is None:
@@ -156,7 +161,7 @@ def _parse_columns(payload: str | None, parser: Parser | None) -> PayloadColumns
         parsed = _json_text(result.data)
     except (TypeError, msgspec.EncodeError) as exc:
         return PayloadColumns(None, None, f"{parser.name} returned non-JSON data: {exc}", None)
-    derived = is_derived(result.text, result.data)
+    derived = derive_text and is_derived(result.text, result.data)
     return PayloadColumns(parsed, result.text or None, None, result.published, derived)
 
 

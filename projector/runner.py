@@ -39,7 +39,7 @@ from pubsub_cache.events import (
     decode,
     event_scope,
 )
-from pubsub_cache.events.db import write_transaction
+from pubsub_cache.events.db import is_sqlite, write_transaction
 from pubsub_cache.events.log import EventLog, RawRecord
 from pubsub_cache.events.outage import UNAVAILABLE, Outage, exponential, first_line
 from pubsub_cache.events.schema import event_table
@@ -132,7 +132,7 @@ class Projector:
         self._tables = tables
         self._registry = registry
         # N views of one public node get one payload N times: parsed once (items.py).
-        self._parse_cache = ParseCache()
+        self._parse_cache = ParseCache(derive_text=is_sqlite(engine))
         self.name = partition.checkpoint_name(name)
         self._partition = partition
         self._batch_size = batch_size
