@@ -4,7 +4,8 @@ Both sides write the same rows (account, service, node, type, time, msgpack body
 carrying an ~800-byte Atom entry) into tables of the same shape in the same database, one
 transaction per batch. Ours also validates and encodes each event, and on PostgreSQL takes the
 table lock that keeps positions in commit order, draws positions back and sends NOTIFY.
-Rounds alternate ours and raw, and the best round of each is kept. Each case then checks what
+Each batch of ours runs beside the same batch of raw (who goes first alternates), and the
+best round of each is kept. Each case then checks what
 was written: both tables hold every row once, and the positions ``append`` returned are the
 stored ones. Prints, last, one ``ratio=`` line per backend (batches of 1,000, target 0.8).
 """
@@ -179,12 +180,16 @@ def _alternate(
         batches = _batches(case, start=number * case.events)
         # The raw side gets the very rows ours would write, encoded ahead of time.
         raw_batches = [_rows(batch, [encode(e) for e in batch]) for batch in batches]
-        sides = [(ours_append, batches, ours_rates), (raw, raw_batches, raw_rates)]
-        if number % 2:  # whoever goes second may inherit the other's WAL checkpoint
-            sides.reverse()
-        for append, work, rates in sides:
-            start = time.perf_counter()
-            for batch in work:
+        # Paired: each batch of ours beside the same batch of raw, so that a burst of noise
+        # on this shared machine falls on both; who goes first alternates, so that neither
+        # side always inherits the other's WAL checkpoint.
+        spent = {"ours": 0.0, "raw": 0.0}
+        for index, pair in enumerate(zip(batches, raw_batches, strict=True)):
+            sides = [("ours", ours_append, pair[0]), ("raw", raw, pair[1])]
+            for side, append, batch in sides if (index + number) % 2 == 0 else sides[::-1]:
+                start = time.perf_counter()
                 append(batch)
-            rates.append(case.events / (time.perf_counter() - start))
+                spent[side] += time.perf_counter() - start
+        ours_rates.append(case.events / spent["ours"])
+        raw_rates.append(case.events / spent["raw"])
     return (best_rate(ours_rates), best_rate(raw_rates)), positions
