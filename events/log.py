@@ -129,7 +129,7 @@ class EventLog:
             # The write lock is held since BEGIN IMMEDIATE, so AUTOINCREMENT hands this batch
             # consecutive rowids, in the order of the VALUES rows: the last one tells them all,
             # without RETURNING per row. Multi-row VALUES through the driver: one statement
-            # step per _SQLITE_ROWS rows is ~1.2x the rate of executemany's step per row, and
+            # step per _SQLITE_ROWS rows is 1.1-1.2x the rate of executemany's step per row, and
             # Core's per-row parameter processing would cost a quarter of it (bench append).
             for start in range(0, len(rows), _SQLITE_ROWS):
                 part = rows[start : start + _SQLITE_ROWS]
@@ -280,7 +280,7 @@ _SQLITE_ROWS = 999 // len(_COLUMNS)
 
 @functools.cache
 def _sqlite_insert(count: int) -> str:
-    """The INSERT of ``count`` events (1 to ``_SQLITE_ROWS``: as many statements at most)."""
+    """The INSERT of ``count`` events, 1 to ``_SQLITE_ROWS`` (so at most that many cached)."""
     row = f"({', '.join('?' * len(_COLUMNS))})"
     return f"INSERT INTO event ({', '.join(_COLUMNS)}) VALUES {', '.join([row] * count)}"
 

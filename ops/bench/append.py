@@ -5,9 +5,9 @@ carrying an ~800-byte Atom entry) into tables of the same shape in the same data
 transaction per batch. Ours also validates and encodes each event, and on PostgreSQL takes the
 table lock that keeps positions in commit order, draws positions back and sends NOTIFY.
 Each batch of ours runs beside the same batch of raw (who goes first alternates), and the
-best round of each is kept. Each case then checks what
-was written: both tables hold every row once, and the positions ``append`` returned are the
-stored ones. Prints, last, one ``ratio=`` line per backend (batches of 1,000, target 0.8).
+best round of each is kept. Each case then checks what was written: both tables hold every row
+once, and the positions ``append`` returned are the stored ones. Prints, last, one ``ratio=``
+line per backend (batches of 1,000, target 0.8).
 """
 
 from __future__ import annotations
