@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from pubsub_cache.events import Item
+from pubsub_cache.events.db import is_sqlite
 from pubsub_cache.projector.analysers import Analyser
 from pubsub_cache.projector.contents import Content, ContentStore
 from pubsub_cache.projector.payloads import (
@@ -62,7 +63,7 @@ class ItemWriter:
         self._connection = connection
         self._tables = tables
         self._contents = ContentStore(connection, tables.content)
-        self._derives_text = connection.dialect.name == "sqlite"
+        self._derives_text = is_sqlite(connection)
         """SQLite stores no text its parsed JSON gives back (``projector/search_text.py``)."""
         self._parse_cache = (
             parse_cache if parse_cache is not None else ParseCache(derive_text=self._derives_text)

@@ -72,26 +72,24 @@ def upgrade() -> None:
     )
     _convert()
     new, old = (f"coalesce({row}.text, {derived(f'{row}.content_id')})" for row in ("new", "old"))
+    # Contentless: what an insert added, a delete gives back (the same derivation, from the
+    # content, which never changes).
+    add = f"INSERT INTO pubsub_item_fts(rowid, text, node_id) VALUES (new.id, {new}, new.node_id); "
+    remove = (
+        "INSERT INTO pubsub_item_fts(pubsub_item_fts, rowid, text, node_id) "
+        f"VALUES ('delete', old.id, {old}, old.node_id); "
+    )
     op.execute(
         "CREATE VIRTUAL TABLE pubsub_item_fts USING fts5(text, node_id, content='', "
         "tokenize='unicode61', detail=column, columnsize=0)"
     )
+    op.execute(f"CREATE TRIGGER pubsub_item_fts_insert AFTER INSERT ON pubsub_item BEGIN {add}END")
     op.execute(
-        "CREATE TRIGGER pubsub_item_fts_insert AFTER INSERT ON pubsub_item BEGIN "
-        f"INSERT INTO pubsub_item_fts(rowid, text, node_id) VALUES (new.id, {new}, new.node_id); "
-        "END"
-    )
-    op.execute(
-        "CREATE TRIGGER pubsub_item_fts_delete AFTER DELETE ON pubsub_item BEGIN "
-        "INSERT INTO pubsub_item_fts(pubsub_item_fts, rowid, text, node_id) "
-        f"VALUES ('delete', old.id, {old}, old.node_id); END"
+        f"CREATE TRIGGER pubsub_item_fts_delete AFTER DELETE ON pubsub_item BEGIN {remove}END"
     )
     op.execute(
         "CREATE TRIGGER pubsub_item_fts_update AFTER UPDATE OF text, content_id ON pubsub_item "
-        "BEGIN INSERT INTO pubsub_item_fts(pubsub_item_fts, rowid, text, node_id) "
-        f"VALUES ('delete', old.id, {old}, old.node_id); "
-        f"INSERT INTO pubsub_item_fts(rowid, text, node_id) VALUES (new.id, {new}, new.node_id); "
-        "END"
+        f"BEGIN {remove}{add}END"
     )
     op.execute(f"INSERT INTO pubsub_item_fts(rowid, text, node_id) SELECT * FROM {VIEW}")
 
